@@ -1,0 +1,15 @@
+"""``archlab bench <name>``: benchmarks print a table and ratios against a baseline measured in the same run."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+BENCHMARKS = {"decoder": "framework.bench.decoder"}
+
+
+def run_bench(argv: list[str]) -> int:
+    if not argv or argv[0] not in BENCHMARKS:
+        print(f"archlab bench: choose one of: {', '.join(BENCHMARKS)}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(BENCHMARKS[argv[0]])
+    return int(module.main(argv[1:]) or 0)

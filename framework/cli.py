@@ -1,0 +1,45 @@
+"""The ``archlab`` command: train | generate | plugins | bench."""
+from __future__ import annotations
+
+import os
+import sys
+
+USAGE = """usage: archlab <command> [args]
+
+commands:
+  train [hydra overrides]   train a model (default: gpt on shakespeare); -m for sweeps
+  generate ckpt=PATH [prompt=TEXT max_new_tokens=N temperature=T top_k=K top_p=P seed=S]
+  plugins                   list architecture plugins (and broken ones, with their errors)
+  bench <name>              run a benchmark (decoder)
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("WANDB_MODE", "offline")
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        from .train_cli import run_train
+
+        return run_train(rest)
+    if command == "plugins":
+        from .plugins_cli import print_plugins
+
+        return print_plugins(rest)
+    if command == "generate":
+        from .generate_cli import run_generate
+
+        return run_generate(rest)
+    if command == "bench":
+        from .bench import run_bench
+
+        return run_bench(rest)
+    print(f"archlab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""Adds each discovered plugin's config package to Hydra's search path (so `model=<name>` exists).
+
+Registered explicitly with ``register_search_path()`` before ``@hydra.main`` and in tests: Hydra's own
+``hydra_plugins`` namespace scan is not relied upon (it fails under some editable installs).
+"""
+from __future__ import annotations
+
+from importlib import resources
+
+from hydra.core.config_search_path import ConfigSearchPath
+from hydra.core.plugins import Plugins
+from hydra.plugins.search_path_plugin import SearchPathPlugin
+
+from .registry import list_plugins
+
+
+class ArchlabSearchPathPlugin(SearchPathPlugin):
+    def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
+        for name, plugin in sorted(list_plugins().items()):
+            if plugin.config_package:
+                search_path.append(provider=f"archlab-plugin-{name}", path=f"pkg://{plugin.config_package}")
+
+
+def register_search_path() -> None:
+    Plugins.instance().register(ArchlabSearchPathPlugin)
+
+
+def model_options() -> dict[str, str]:
+    """``model=<option>`` names offered by the plugins' config packages -> the plugin offering each."""
+    options: dict[str, str] = {}
+    for name, plugin in sorted(list_plugins().items()):
+        if not plugin.config_package:
+            continue
+        folder = resources.files(plugin.config_package) / "model"
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if entry.name.endswith(".yaml"):
+                    options[entry.name.removesuffix(".yaml")] = name
+    return options

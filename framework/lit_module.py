@@ -1,0 +1,160 @@
+"""One LightningModule for every plugin: the objective's loss (+ aux_loss), core metrics, plugin metrics."""
+from __future__ import annotations
+
+import math
+import time
+from functools import partial
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchmetrics import MeanMetric
+
+from .optim import param_groups
+from .registry import get_plugin, make_config
+
+IGNORE_INDEX = -100
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over positions whose label is not IGNORE_INDEX; logits (B, T, V), labels (B, T)."""
+    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+
+
+def _flatten(prefix: str, value: Any) -> dict[str, torch.Tensor]:
+    if isinstance(value, dict):
+        out: dict[str, torch.Tensor] = {}
+        for key, sub in value.items():
+            out.update(_flatten(f"{prefix}/{key}", sub))
+        return out
+    return {prefix: value}
+
+
+class ArchitectureModule(L.LightningModule):
+    """Trains any plugin's model. Batches are dicts: model inputs plus ``labels`` aligned with the logits."""
+
+    def __init__(
+        self,
+        plugin_name: str,
+        model_config: dict[str, Any],
+        optimizer: partial | None = None,
+        scheduler: partial | None = None,
+        plugin_metrics_every_n_steps: int = 0,
+    ) -> None:
+        super().__init__()
+        # Plain values only, so checkpoints load with weights_only=True and rebuild the model.
+        self.save_hyperparameters("plugin_name", "model_config")
+        self.plugin = get_plugin(plugin_name)
+        config = make_config(plugin_name, **model_config)
+        self.model: nn.Module = self.plugin.build(config)
+        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.plugin_metrics_every_n_steps = plugin_metrics_every_n_steps
+        self.val_plugin_metrics = nn.ModuleDict(self.plugin.metrics(config))
+        self.train_plugin_metrics = nn.ModuleDict(self.plugin.metrics(config))
+        self.val_loss, self.val_acc, self.val_exact = MeanMetric(), MeanMetric(), MeanMetric()
+        self._last_batch_time: float | None = None
+
+    # ---- forward and loss -------------------------------------------------------------------
+    def forward(self, **inputs: torch.Tensor):
+        return self.model(**inputs)
+
+    def _step(self, batch: dict[str, torch.Tensor]):
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        out = self.model(**inputs)
+        loss = token_loss(out.logits, batch["labels"])
+        return out, loss
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        out, loss = self._step(batch)
+        aux = out.aux_loss.float()
+        total = loss + aux
+        self.log("train/loss", loss, prog_bar=True)
+        if aux.requires_grad or aux.abs().item() > 0:
+            self.log("train/aux_loss", aux)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        n = self.plugin_metrics_every_n_steps
+        if n and self.global_step % n == 0 and self.train_plugin_metrics:
+            for metric in self.train_plugin_metrics.values():
+                metric.update(out.stats)
+            self._log_plugin_metrics(self.train_plugin_metrics, prefix="train")
+        return total
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        out, loss = self._step(batch)
+        labels = batch["labels"]
+        scored = labels != IGNORE_INDEX
+        n_scored = scored.sum()
+        if n_scored == 0:
+            return
+        correct = (out.logits.argmax(-1) == labels) & scored
+        self.val_loss.update(loss, weight=n_scored)
+        self.val_acc.update(correct.sum() / n_scored, weight=n_scored)
+        # A sequence is exactly right when every scored position is right.
+        rows = scored.any(-1)
+        exact = ((correct | ~scored).all(-1) & rows).float().sum() / rows.sum()
+        self.val_exact.update(exact, weight=rows.sum())
+        for metric in self.val_plugin_metrics.values():
+            metric.update(out.stats)
+
+    def on_validation_epoch_end(self) -> None:
+        if self.val_loss.weight == 0:  # no validation batch had a scored token
+            return
+        loss = self.val_loss.compute()
+        self.log("val/loss", loss, prog_bar=True)
+        self.log("val/ppl", torch.exp(loss.clamp(max=50)))
+        self.log("val/acc", self.val_acc.compute(), prog_bar=True)
+        self.log("val/exact_match", self.val_exact.compute())
+        for metric in (self.val_loss, self.val_acc, self.val_exact):
+            metric.reset()
+        self._log_plugin_metrics(self.val_plugin_metrics, prefix=None)
+
+    def _log_plugin_metrics(self, metrics: nn.ModuleDict, prefix: str | None) -> None:
+        base = self.plugin.name if prefix is None else f"{prefix}/{self.plugin.name}"
+        values: dict[str, torch.Tensor] = {}
+        for name, metric in metrics.items():
+            if getattr(metric, "_update_count", 1) == 0:
+                continue
+            values.update(_flatten(f"{base}/{name}", metric.compute()))
+            metric.reset()
+        if values:
+            self.log_dict({k: v.float() for k, v in values.items() if v.numel() == 1})
+
+    # ---- throughput, gradient norm, parameter count -----------------------------------------
+    def on_fit_start(self) -> None:
+        params = sum(p.numel() for p in self.model.parameters())
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        for logger in self.loggers:
+            logger.log_metrics({"model/params": params, "model/params_trainable": trainable}, step=0)
+
+    def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        now = time.perf_counter()
+        if self._last_batch_time is not None:
+            tokens = batch["attention_mask"].sum() if "attention_mask" in batch else batch["input_ids"].numel()
+            self.log("perf/tokens_per_sec", float(tokens) / max(now - self._last_batch_time, 1e-9))
+        self._last_batch_time = now
+
+    def on_validation_start(self) -> None:
+        self._last_batch_time = None  # do not count validation time as a training step
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:
+            grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+            if grads:
+                norm = torch.nn.utils.get_total_norm(grads)
+                self.log("train/grad_norm", norm)
+
+    # ---- optimisation -----------------------------------------------------------------------
+    def configure_optimizers(self):
+        if self.optimizer_factory is None:
+            raise ValueError("optimizer: no optimizer configured")
+        weight_decay = self.optimizer_factory.keywords.get("weight_decay", 0.0)
+        optimizer = self.optimizer_factory(param_groups(self.model, weight_decay))
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        if not math.isfinite(total) or total <= 0:
+            raise ValueError("scheduler: needs a finite number of steps; set trainer.max_steps")
+        scheduler = self.scheduler_factory(optimizer, total_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,35 @@
+"""Metric helpers plugins reuse. Every plugin metric is a torchmetrics ``Metric`` whose
+``update(stats)`` takes the model's ``stats`` dict; ``compute()`` returns a tensor or a dict of
+tensors (logged as ``<plugin>/<metric>/<key>``)."""
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric
+
+
+class LayerMean(Metric):
+    """Running mean of a per-layer statistic ``stats[key]`` of shape (n_layers,).
+
+    compute() -> {"layer0": ..., "layer1": ..., "mean": mean over layers}.
+    """
+
+    full_state_update = False
+
+    def __init__(self, key: str, n_layers: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.key = key
+        self.add_state("total", default=torch.zeros(n_layers, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, stats: dict[str, torch.Tensor]) -> None:
+        value = stats[self.key].detach().to(self.total.device, torch.float64)
+        if value.shape != self.total.shape:
+            raise ValueError(f"stats[{self.key!r}] has shape {tuple(value.shape)}, expected {tuple(self.total.shape)}")
+        self.total += value
+        self.count += 1
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        per_layer = (self.total / self.count.clamp(min=1)).float()
+        out = {f"layer{i}": v for i, v in enumerate(per_layer)}
+        out["mean"] = per_layer.mean()
+        return out

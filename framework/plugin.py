@@ -1,0 +1,39 @@
+"""What a plugin declares. One ``Plugin`` object per entry point in group ``archlab.plugins``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
+
+from torch import nn
+from torchmetrics import Metric
+
+Objective = Literal["causal_lm", "masked_lm", "seq2seq"]
+OBJECTIVES: tuple[str, ...] = ("causal_lm", "masked_lm", "seq2seq")
+ENTRY_POINT_GROUP = "archlab.plugins"
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """An architecture plugin.
+
+    name:           the ``model=<name>`` option and the prefix of its metrics (``<name>/<metric>``).
+    description:    one line for ``archlab plugins``.
+    objective:      ``causal_lm`` | ``masked_lm`` | ``seq2seq``: picks the loss and the data format.
+    config_class:   a dataclass; every field is a model option, validated before building.
+    build:          ``build(config) -> nn.Module`` honouring the forward contract (see ``ModelOutput``).
+    metrics:        ``metrics(config) -> {name: Metric}``; each ``Metric.update(stats)`` consumes the
+                    model's ``stats`` dict. Fresh instances per call.
+    config_package: importable package holding ``model/<name>.yaml`` and presets (Hydra options).
+    """
+
+    name: str
+    description: str
+    objective: Objective
+    config_class: type
+    build: Callable[[Any], nn.Module]
+    metrics: Callable[[Any], dict[str, Metric]] = lambda config: {}
+    config_package: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"plugin {self.name!r}: objective {self.objective!r} is not one of {OBJECTIVES}")

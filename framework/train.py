@@ -1,0 +1,133 @@
+"""``train(cfg)``: a plain function from a composed config to a trained, logged, checkpointed model.
+
+The Hydra entry point in ``cli.py`` is a thin wrapper around it, so tests call it directly.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .config_schema import ConfigError
+from .lit_module import ArchitectureModule
+from .loggers import build_loggers, finish_loggers, log_config
+from .registry import get_plugin, make_config
+
+log = logging.getLogger("archlab")
+
+
+def split_model_config(cfg: DictConfig) -> tuple[str, dict[str, Any]]:
+    """(plugin name, validated-able config dict) from ``cfg.model``."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    plugin_name = model_cfg.pop("plugin", None)
+    if plugin_name is None:
+        raise ConfigError("model.plugin: missing; every model config names the plugin that builds it")
+    return plugin_name, model_cfg
+
+
+def _resume_path(cfg: DictConfig) -> str | None:
+    if cfg.get("ckpt_path"):
+        path = Path(cfg.ckpt_path)
+        if not path.is_file():
+            raise ConfigError(f"ckpt_path: no checkpoint at {path}")
+        return str(path)
+    if cfg.get("resume"):
+        path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise ConfigError(
+                f"resume: no {path}; run with the original run's directory (hydra.run.dir=...) or set ckpt_path"
+            )
+        return str(path)
+    return None
+
+
+def _optimization(cfg: DictConfig) -> tuple[Any, Any]:
+    """Optimizer and scheduler factories, tried once on a dummy parameter so bad values fail now."""
+    optimizer = instantiate(cfg.optimizer)
+    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
+    try:
+        probe = optimizer([torch.nn.Parameter(torch.zeros(1))])
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"optimizer: {err}") from err
+    if scheduler is not None:
+        try:
+            scheduler(probe, total_steps=max(1, int(cfg.trainer.get("max_steps", 1))))
+        except TypeError as err:
+            raise ConfigError(f"scheduler: {err}") from err
+    return optimizer, scheduler
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train ``cfg.model`` on ``cfg.data``; returns final metrics, checkpoint paths and a sample."""
+    # Everything that can be wrong with the config fails here, before any file is written.
+    plugin_name, model_cfg = split_model_config(cfg)
+    plugin = get_plugin(plugin_name)
+    make_config(plugin_name, **model_cfg)
+    resume_from = _resume_path(cfg)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    data_objective = getattr(datamodule, "objective", "causal_lm")
+    if data_objective != plugin.objective:
+        raise ConfigError(
+            f"data: {type(datamodule).__name__} produces '{data_objective}' batches but model plugin "
+            f"'{plugin_name}' trains with '{plugin.objective}'"
+        )
+    optimizer, scheduler = _optimization(cfg)
+    module = ArchitectureModule(
+        plugin_name,
+        model_cfg,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        plugin_metrics_every_n_steps=cfg.get("plugin_metrics_every_n_steps", 0),
+    )
+    if cfg.get("compile"):
+        module.model = torch.compile(module.model)
+    n_params = sum(p.numel() for p in module.model.parameters())
+    log.info("model %s (%s): %.2fM parameters", plugin_name, plugin.description, n_params / 1e6)
+
+    loggers = build_loggers(cfg)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    try:
+        log_config(loggers, cfg, {"model_params": n_params})
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+        checkpoint = trainer.checkpoint_callback
+        result: dict[str, Any] = {
+            "metrics": metrics,
+            "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
+            "last_checkpoint": getattr(checkpoint, "last_model_path", None) or None,
+            "output_dir": str(cfg.paths.output_dir),
+            "sample": _sample(module.model, datamodule, cfg),
+        }
+        if result["sample"] is not None:
+            log.info("sample:\n%s", result["sample"])
+            for logger in loggers:
+                if hasattr(logger, "log_text"):
+                    logger.log_text(key="samples", columns=["text"], data=[[result["sample"]]])
+        return result
+    finally:
+        finish_loggers(loggers)
+
+
+def _sample(model: torch.nn.Module, datamodule: Any, cfg: DictConfig) -> str | None:
+    sample_cfg = cfg.get("sample") or {}
+    prompt = sample_cfg.get("prompt")
+    if prompt is None or not hasattr(model, "generate") or not hasattr(datamodule, "encode"):
+        return None
+    device = next(model.parameters()).device
+    ids = torch.tensor([datamodule.encode(prompt)], dtype=torch.long, device=device)
+    generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
+    out = model.generate(
+        ids,
+        max_new_tokens=int(sample_cfg.get("max_new_tokens", 200)),
+        temperature=float(sample_cfg.get("temperature", 0.8)),
+        top_k=sample_cfg.get("top_k"),
+        generator=generator,
+    )
+    return datamodule.decode(out[0].tolist())

@@ -1,0 +1,135 @@
+"""Decoder-only transformer: GPT-2 by default, Llama by preset (RoPE, RMSNorm, SwiGLU, GQA, no bias)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from framework.nn import KVCache, SelfAttention, make_feedforward, make_norm, sinusoidal_table
+from framework.output import ModelOutput
+from framework.sampling import sample_next_token
+
+from .config import GPTConfig
+
+
+class Block(nn.Module):
+    """One transformer block; pre-norm: x + f(norm(x)); post-norm: norm(x + f(x))."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.pre_norm = cfg.pre_norm
+        self.attn_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        self.attn = SelfAttention(
+            cfg.d_model, cfg.n_heads, cfg.n_kv_heads,
+            causal=True, bias=cfg.bias, dropout=cfg.dropout,
+            position=cfg.position if cfg.position in ("rope", "alibi") else "none",
+            max_seq_len=cfg.max_seq_len, rope_theta=cfg.rope_theta,
+        )
+        self.ffn_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
+        self.ffn = make_feedforward(cfg.ffn, cfg.d_model, cfg.ffn_hidden, cfg.activation, cfg.bias, cfg.dropout)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
+        if self.pre_norm:
+            x = x + self.resid_dropout(self.attn(self.attn_norm(x), attention_mask, cache))
+            return x + self.ffn(self.ffn_norm(x))
+        x = self.attn_norm(x + self.resid_dropout(self.attn(x, attention_mask, cache)))
+        return self.ffn_norm(x + self.ffn(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.position == "learned" else None
+        if cfg.position == "sinusoidal":
+            self.register_buffer("pos_table", sinusoidal_table(cfg.max_seq_len, cfg.d_model), persistent=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        # Post-norm blocks end in a norm already; pre-norm needs a final one.
+        self.final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.pre_norm else nn.Identity()
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        # GPT-2: residual output projections scaled by 1/sqrt(2 * n_layers).
+        for block in self.blocks:
+            for proj in (block.attn.o_proj, block.ffn.down_proj):
+                nn.init.normal_(proj.weight, std=cfg.init_std / math.sqrt(2 * cfg.n_layers))
+        if cfg.tie_weights:
+            self.lm_head.weight = self.tok_emb.weight
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.config.init_std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        cache: list[KVCache] | None = None,
+    ) -> ModelOutput:
+        """input_ids: (B, T); attention_mask: (B, S) 1 = token, 0 = padding (S = cached + T)."""
+        b, t = input_ids.shape
+        offset = cache[0].length if cache else 0
+        if offset + t > self.config.max_seq_len and self.config.position in ("learned", "sinusoidal"):
+            raise ValueError(
+                f"sequence of {offset + t} tokens exceeds max_seq_len={self.config.max_seq_len} of the position table"
+            )
+        x = self.tok_emb(input_ids)  # (B, T, C)
+        if self.pos_emb is not None:
+            x = x + self.pos_emb(torch.arange(offset, offset + t, device=input_ids.device))
+        elif self.config.position == "sinusoidal":
+            x = x + self.pos_table[offset : offset + t].to(x.dtype)
+        x = self.drop(x)
+        residual_rms = []
+        for i, block in enumerate(self.blocks):
+            x = block(x, attention_mask, cache[i] if cache else None)
+            residual_rms.append(x.detach().float().pow(2).mean(-1).sqrt().mean())
+        logits = self.lm_head(self.final_norm(x))  # (B, T, V)
+        return ModelOutput(
+            logits=logits,
+            aux_loss=logits.new_zeros((), dtype=torch.float32),
+            stats={"residual_rms": torch.stack(residual_rms)},
+        )
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Append ``max_new_tokens`` sampled tokens to (B, T) ``input_ids``; ``temperature=0`` is greedy.
+
+        With ``use_cache`` each step feeds one token against the KV cache; without it each step
+        recomputes the whole (cropped) context. Contexts longer than ``max_seq_len`` keep their last
+        ``max_seq_len`` tokens in both modes (the cache is rebuilt when it would overflow).
+        """
+        was_training = self.training
+        self.eval()
+        limit = self.config.max_seq_len
+        tokens = input_ids
+        cache: list[KVCache] | None = None
+        for _ in range(max_new_tokens):
+            if use_cache and cache is not None and cache[0].length < limit:
+                step_input = tokens[:, -1:]
+            else:  # (re)fill: first step, no cache, or cache full
+                cache = [KVCache() for _ in self.blocks] if use_cache else None
+                step_input = tokens[:, -limit:]
+            logits = self(step_input, cache=cache).logits[:, -1, :]
+            next_token = sample_next_token(logits, temperature, top_k, top_p, generator)
+            tokens = torch.cat([tokens, next_token], dim=1)
+        self.train(was_training)
+        return tokens
+
+
+def build_gpt(cfg: GPTConfig) -> GPT:
+    return GPT(cfg)
