@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .config_schema import ConfigError
+from .data.build import build_datamodule
 from .lit_module import ArchitectureModule
 from .loggers import build_loggers, finish_loggers, log_config
 from .registry import get_plugin, make_config
@@ -70,7 +71,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     make_config(plugin_name, **model_cfg)
     resume_from = _resume_path(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
+    datamodule = build_datamodule(cfg.data)
     data_objective = getattr(datamodule, "objective", "causal_lm")
     if data_objective != plugin.objective:
         raise ConfigError(
@@ -96,6 +97,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     try:
         log_config(loggers, cfg, {"model_params": n_params})
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        _save_final_checkpoint(trainer)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
         checkpoint = trainer.checkpoint_callback
         result: dict[str, Any] = {
@@ -115,13 +117,29 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         finish_loggers(loggers)
 
 
+def _save_final_checkpoint(trainer: L.Trainer) -> None:
+    """ModelCheckpoint saves `last` only after validations; make it the true end of training."""
+    checkpoint = trainer.checkpoint_callback
+    dirpath = getattr(checkpoint, "dirpath", None)
+    if dirpath and getattr(checkpoint, "save_last", False):
+        path = Path(dirpath) / "last.ckpt"
+        trainer.save_checkpoint(path)
+        checkpoint.last_model_path = str(path)
+
+
 def _sample(model: torch.nn.Module, datamodule: Any, cfg: DictConfig) -> str | None:
     sample_cfg = cfg.get("sample") or {}
     prompt = sample_cfg.get("prompt")
     if prompt is None or not hasattr(model, "generate") or not hasattr(datamodule, "encode"):
         return None
+    try:
+        encoded = datamodule.encode(prompt)
+    except ValueError:  # e.g. a text prompt for a synthetic task's vocabulary
+        return None
+    if not encoded:
+        return None
     device = next(model.parameters()).device
-    ids = torch.tensor([datamodule.encode(prompt)], dtype=torch.long, device=device)
+    ids = torch.tensor([encoded], dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(int(cfg.seed))
     out = model.generate(
         ids,

@@ -1,10 +1,10 @@
 """Read offline W&B runs back into plain Python values.
 
 An offline run leaves only ``wandb/offline-run-*/run-<id>.wandb``: a LevelDB-style log of
-protobuf ``Record`` messages (no config or summary JSON). wandb >= 0.2x no longer ships a
-Python reader for it (``wandb.sdk.internal.datastore`` is gone; the Go ``wandb-core`` reads
-it), so the log framing is parsed here and each record is decoded with wandb's own
-``wandb.proto.wandb_internal_pb2.Record``.
+protobuf ``Record`` messages (no config or summary JSON). wandb 0.31 ships no Python reader
+for it (the old ``wandb.sdk.internal.datastore`` is gone; only the Go ``wandb-core``, behind
+``wandb leet inspect --json``, reads it), so the log framing is parsed here and each record is
+decoded in-process with wandb's own ``wandb.proto.wandb_internal_pb2.Record``.
 
 File layout (what wandb-core writes):
   * a 7-byte file header: ``b":W&B"``, magic ``0xBEE1`` (uint16 LE), version ``0`` (uint8);
@@ -25,6 +25,7 @@ import copy
 import json
 import os
 import struct
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,13 +78,9 @@ class RunRecord:
         return self.exit_code is not None
 
     def keys(self) -> list[str]:
-        """User-logged history keys in order of first appearance (wandb's "_*" keys left out)."""
-        seen: dict[str, None] = {}
-        for row in self.history:
-            for key in row:
-                if not key.startswith("_"):
-                    seen.setdefault(key, None)
-        return list(seen)
+        """Sorted top-level history keys the user logged (wandb's "_*" keys left out)."""
+        # Sorted, not file order: wandb-core writes the items of a row in random (Go map) order.
+        return sorted({key for row in self.history for key in row if not key.startswith("_")})
 
     def series(self, key: str, step_key: str = "_step") -> list[tuple[int, float]]:
         """(step, value) for every history row holding ``key``.
@@ -134,19 +131,41 @@ def find_runs(root: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: (p.stat().st_mtime_ns, str(p)))
 
 
-def read_runs(root: str | Path) -> list[RunRecord]:
+def read_runs(root: str | Path, wait_s: float = 0.0) -> list[RunRecord]:
     """``read_run`` on every run under ``root``, oldest first."""
-    return [read_run(p) for p in find_runs(root)]
+    return [read_run(p, wait_s=wait_s) for p in find_runs(root)]
 
 
-def read_run(path: str | Path, strict: bool = True) -> RunRecord:
+def read_run(path: str | Path, strict: bool = True, wait_s: float = 0.0) -> RunRecord:
     """Decode one offline run (a ``run-*.wandb`` file, or the run directory holding it).
 
     Raises ``ValueError`` naming the file if it is not a W&B run log, is corrupt, or is
     truncated mid-record. ``strict=False`` instead stops at the first damaged chunk and
     returns what came before (useful on a run that is still being written).
+
+    ``wait_s`` > 0 re-reads, for up to that many seconds, a log that is empty, cut short or has
+    no exit record yet. Use it right after ``run.finish()`` in the same process: finish only
+    *informs* wandb-core, which flushes and closes the file a moment later.
     """
     path = _resolve_run_file(Path(path))
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            record = _decode(path, strict)
+        except _Incomplete:
+            if time.monotonic() >= deadline:
+                raise
+        else:
+            if record.finished or time.monotonic() >= deadline:
+                return record
+        time.sleep(0.05)
+
+
+class _Incomplete(ValueError):
+    """The log ends early: still being written, or cut short."""
+
+
+def _decode(path: Path, strict: bool) -> RunRecord:
     from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2 as pb  # lazy: importing wandb costs ~0.4 s
 
@@ -212,9 +231,10 @@ def _iter_records(path: Path, strict: bool) -> Iterator[tuple[int, bytes]]:
     """Yield (byte offset, payload) of each whole record in the log."""
     data = path.read_bytes()  # run logs are small next to memory; one read keeps parsing simple
     if not data:
-        raise ValueError(f"{path}: empty file, not a W&B run log (was the run ever written?)")
+        raise _Incomplete(f"{path}: empty file, not yet a W&B run log (was the run flushed?)")
     if len(data) < _FILE_HEADER.size:
-        raise ValueError(f"{path}: not a W&B run file (only {len(data)} bytes)")
+        error = _Incomplete if _FILE_HEADER.pack(_IDENT, _MAGIC, _VERSION).startswith(data) else ValueError
+        raise error(f"{path}: not a W&B run file (only {len(data)} bytes)")
     ident, magic, version = _FILE_HEADER.unpack_from(data)
     if ident != _IDENT or magic != _MAGIC:
         raise ValueError(f"{path}: not a W&B run file (header {data[:7]!r})")
@@ -248,7 +268,8 @@ def _iter_records(path: Path, strict: bool) -> Iterator[tuple[int, bytes]]:
                 problem = "corrupt: chunk out of sequence"
         if problem:
             if strict:
-                raise ValueError(f"{path}: {problem} at byte {pos}")
+                error = _Incomplete if problem.startswith("truncated") else ValueError
+                raise error(f"{path}: {problem} at byte {pos}")
             return
         chunk = data[body : body + length]
         if ctype == _FULL:
@@ -262,7 +283,7 @@ def _iter_records(path: Path, strict: bool) -> Iterator[tuple[int, bytes]]:
                 start, parts = None, []
         pos = body + length
     if start is not None and strict:
-        raise ValueError(f"{path}: truncated: file ends inside a record that starts at byte {start}")
+        raise _Incomplete(f"{path}: truncated: file ends inside a record that starts at byte {start}")
 
 
 # --- record contents ---------------------------------------------------------------------

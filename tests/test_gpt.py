@@ -125,20 +125,20 @@ def test_cached_steps_with_padding_mask(position: str) -> None:
     assert_close(torch.cat(pieces, dim=1)[real], full[real])
 
 
-@pytest.mark.parametrize("prompt_len", [3, 11], ids=["short_prompt", "prompt_over_limit"])
+@pytest.mark.parametrize("prompt_len", [3, 13], ids=["short_prompt", "prompt_over_limit"])
 @pytest.mark.parametrize("gqa", [False, True], ids=["mha", "gqa"])
 @pytest.mark.parametrize("position", POSITIONS)
 def test_generate_cache_matches_recompute(position: str, gqa: bool, prompt_len: int) -> None:
     """Greedy generation with and without the KV cache agree, also while running past max_seq_len
     (the cache is rebuilt over the cropped context), and both agree with the obvious loop."""
-    model = tiny_model(position=position, max_seq_len=8, n_kv_heads=2 if gqa else None)
-    prompt = random_tokens(2, prompt_len)
-    cached = model.generate(prompt, max_new_tokens=14, temperature=0, use_cache=True)
-    recomputed = model.generate(prompt, max_new_tokens=14, temperature=0, use_cache=False)
-    assert cached.shape == (2, prompt_len + 14)
+    model = tiny_model(position=position, max_seq_len=10, init_std=0.5, n_kv_heads=2 if gqa else None)
+    prompt = random_tokens(4, prompt_len)
+    cached = model.generate(prompt, max_new_tokens=16, temperature=0, use_cache=True)
+    recomputed = model.generate(prompt, max_new_tokens=16, temperature=0, use_cache=False)
+    assert cached.shape == (4, prompt_len + 16)
     assert torch.equal(cached[:, :prompt_len], prompt)
     assert torch.equal(cached, recomputed)
-    assert torch.equal(cached, greedy_reference(model, prompt, 14))
+    assert torch.equal(cached, greedy_reference(model, prompt, 16))
 
 
 def test_generate_restores_training_mode() -> None:

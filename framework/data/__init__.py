@@ -5,9 +5,18 @@ target for position t (already shifted) and -100 is ignored. No module emits ``a
 text has no padding, and synthetic padding only follows the answer, so under causal attention no
 position that carries a label ever sees it.
 """
+from .build import build_datamodule
 from .errors import DataConfigError
 from .synthetic import TASKS, SyntheticDataModule
 from .text import SOURCES, TextDataModule
 from .tokenizer import ByteTokenizer
 
-__all__ = ["ByteTokenizer", "DataConfigError", "SOURCES", "SyntheticDataModule", "TASKS", "TextDataModule"]
+__all__ = [
+    "ByteTokenizer",
+    "build_datamodule",
+    "DataConfigError",
+    "SOURCES",
+    "SyntheticDataModule",
+    "TASKS",
+    "TextDataModule",
+]

@@ -56,6 +56,8 @@ def _normalize_paths(source: str, paths: Any) -> list[str] | None:
             raise DataConfigError(f"data.paths entries must be non-empty strings, got {p!r}")
         # Hydra may change the working directory; paths stay relative to where the command ran.
         out.append(to_absolute_path(p))
+    if not out:
+        raise DataConfigError("data.paths must list at least one UTF-8 text file when data.source='text'")
     return out
 
 

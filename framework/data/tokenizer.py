@@ -20,11 +20,9 @@ class ByteTokenizer:
         # A model may sample ids >= 256 when its vocabulary is padded; show them instead of crashing.
         if isinstance(ids, torch.Tensor):
             ids = ids.flatten().tolist()
-        out = bytearray()
-        for i in ids:
-            i = int(i)
-            if 0 <= i < 256:
-                out.append(i)
-            else:
-                out += _REPLACEMENT
-        return out.decode("utf-8", errors="replace")
+        ids = [int(i) for i in ids]
+        try:
+            raw = bytes(ids)
+        except ValueError:  # some id outside 0..255
+            raw = b"".join(bytes([i]) if 0 <= i < 256 else _REPLACEMENT for i in ids)
+        return raw.decode("utf-8", errors="replace")

@@ -1,0 +1,161 @@
+"""Timing helpers shared by the benchmarks: devices, autocast, interleaved timing, matmul peak, tables.
+
+Machines running these benchmarks are often shared, so absolute numbers drift with the load of the
+moment. The helpers here therefore measure every variant in the same run, interleaved round by round
+(each round times each variant once, in a rotating order), and report medians and per-round ratios:
+a load spike hits all variants of a round alike and cancels out of the ratio.
+"""
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# --- devices and precision ------------------------------------------------------------------------
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: the GPU when one is present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued kernels, so a wall-clock reading covers the work (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """Mixed precision by name: ``fp32`` runs as is; ``bf16``/``fp16`` autocast (CPU or CUDA alike)."""
+    if dtype == "fp32":
+        return contextlib.nullcontext()
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype: {dtype!r} is not one of {', '.join(DTYPES)}")
+    return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+# --- timing ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Timing:
+    """Seconds per call of one variant, one entry per round."""
+
+    seconds: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def best(self) -> float:
+        return min(self.seconds)
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median over the rounds: how noisy the measurement was."""
+        return (max(self.seconds) - min(self.seconds)) / self.median
+
+
+def time_call(fn: Callable[[], Any], device: torch.device) -> float:
+    """Wall-clock seconds of one call, device work included."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]], device: torch.device, rounds: int, warmup: int = 1
+) -> dict[str, Timing]:
+    """Time every variant ``rounds`` times, one call each per round, after ``warmup`` untimed calls each.
+
+    The order within a round rotates, so no variant always runs first (cold caches) or right after
+    the same neighbour.
+    """
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    synchronize(device)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds[name].append(time_call(fns[name], device))
+    return {name: Timing(s) for name, s in seconds.items()}
+
+
+def paired_ratio(slow: Timing, fast: Timing) -> float:
+    """Median over rounds of slow/fast seconds: > 1 means ``fast`` is faster.
+
+    Pairing by round cancels load that changes between rounds (a shared machine)."""
+    return statistics.median(a / b for a, b in zip(slow.seconds, fast.seconds))
+
+
+# --- matmul peak ----------------------------------------------------------------------------------
+
+
+def default_matmul_size(device: torch.device) -> int:
+    return 8192 if device.type == "cuda" else 2048
+
+
+def matmul_fn(device: torch.device, dtype: str, n: int) -> tuple[Callable[[], Any], float]:
+    """A square (n x n) @ (n x n) matmul in ``dtype`` and its FLOPs (2 n^3).
+
+    Timed alongside the models (as one more interleaved variant), it gives the peak the MFU is
+    measured against under the same load."""
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=DTYPES[dtype])
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=DTYPES[dtype])
+    out = torch.empty(n, n, device=device, dtype=DTYPES[dtype])
+    return (lambda: torch.mm(a, b, out=out)), 2.0 * n**3
+
+
+def matmul_peak(device: torch.device, dtype: str, n: int | None = None, rounds: int = 5) -> float:
+    """FLOP/s of a large square matmul in ``dtype`` (best of ``rounds``), measured on its own."""
+    fn, flops = matmul_fn(device, dtype, n or default_matmul_size(device))
+    return flops / time_interleaved({"mm": fn}, device, rounds).best
+
+
+# --- tables ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Column:
+    key: str                 # the row dict's key
+    header: str
+    fmt: str = "{}"          # applied to the value; None values print as "-"
+    align: str = ">"         # ">" right (numbers) or "<" left (text)
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> str:
+    """A plain-text table, one line per row, columns sized to their widest cell."""
+    cells = [[c.header for c in columns]]
+    for row in rows:
+        cells.append(["-" if row.get(c.key) is None else c.fmt.format(row[c.key]) for c in columns])
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    lines = []
+    for j, line in enumerate(cells):
+        lines.append("  ".join(f"{cell:{c.align}{w}}" for cell, c, w in zip(line, columns, widths)).rstrip())
+        if j == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+

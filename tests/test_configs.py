@@ -1,0 +1,114 @@
+"""Every shipped YAML composes and instantiates; every experiment runs a few steps."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+import conf
+from framework.hydra_search_path import model_options
+from framework.registry import get_plugin, make_config
+from framework.train import split_model_config, train
+from hydra_compose import FAST, compose_train
+
+CONF = Path(conf.__file__).parent
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("model", sorted(model_options()))
+def test_every_model_option_builds(model, tmp_path):
+    cfg = compose_train([f"model={model}"], tmp_path)
+    name, values = split_model_config(cfg)
+    module = get_plugin(name).build(make_config(name, **values))
+    assert sum(p.numel() for p in module.parameters()) > 0
+
+
+@pytest.mark.parametrize("option", options("data"))
+def test_every_data_option_instantiates(option, tmp_path):
+    if option == "text":  # needs the user's files
+        sample = tmp_path / "corpus.txt"
+        sample.write_text("to be or not to be, that is the question\n" * 200)
+        extra = [f"data.paths=[{sample}]", "data.seq_len=32"]
+    else:
+        extra = []
+    cfg = compose_train([f"data={option}", *extra], tmp_path)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup("fit")
+    batch = next(iter(datamodule.train_dataloader()))
+    assert batch["input_ids"].shape == batch["labels"].shape
+    assert int(batch["input_ids"].max()) < cfg.model.vocab_size
+
+
+@pytest.mark.parametrize("option", options("optimizer"))
+def test_every_optimizer_option_instantiates(option, tmp_path):
+    cfg = compose_train([f"optimizer={option}"], tmp_path)
+    opt = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(2))])
+    assert opt.param_groups[0]["lr"] == cfg.optimizer.lr
+
+
+@pytest.mark.parametrize("option", options("scheduler"))
+def test_every_scheduler_option_instantiates(option, tmp_path):
+    cfg = compose_train([f"scheduler={option}"], tmp_path)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
+    sched = instantiate(cfg.scheduler)(opt, total_steps=1000)
+    lrs = []
+    for _ in range(1000):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert max(lrs) == pytest.approx(1.0) and min(lrs) >= 0.0
+
+
+def test_cosine_schedule_shape(tmp_path):
+    cfg = compose_train(["scheduler=cosine", "scheduler.warmup_steps=10", "scheduler.min_lr_ratio=0.1"], tmp_path)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
+    sched = instantiate(cfg.scheduler)(opt, total_steps=110)
+    lrs = []
+    for _ in range(111):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)  # linear warm-up
+    assert lrs[60] == pytest.approx(0.55, abs=1e-6)  # half-way through the cosine
+    assert lrs[110] == pytest.approx(0.1)  # floor
+
+
+@pytest.mark.parametrize("group", ["trainer", "logger", "callbacks"])
+def test_every_trainer_logger_callback_option_instantiates(group, tmp_path):
+    for option in options(group):
+        cfg = compose_train([f"{group}={option}"], tmp_path)
+        if group == "trainer":
+            if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
+                continue
+            assert instantiate(cfg.trainer, logger=False, enable_checkpointing=False) is not None
+        else:
+            for sub in (cfg.get(group) or {}).values():
+                assert instantiate(sub) is not None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_runs_a_few_steps(experiment, tmp_path):
+    cfg = compose_train([f"experiment={experiment}", *FAST, "callbacks=none"], tmp_path)
+    result = train(cfg)
+    assert torch.isfinite(torch.tensor(result["metrics"]["val/loss"]))
+
+
+def test_adamw_does_not_decay_norms_biases_embeddings():
+    from framework import build_model
+    from framework.optim import param_groups
+
+    model = build_model("gpt", d_model=32, n_layers=1, n_heads=2, vocab_size=16, max_seq_len=8)
+    decay, no_decay = param_groups(model, 0.1)
+    decay_ids = {id(p) for p in decay["params"]}
+    assert id(model.tok_emb.weight) not in decay_ids  # embedding (tied to the head)
+    assert id(model.blocks[0].attn_norm.weight) not in decay_ids
+    assert id(model.blocks[0].attn.q_proj.bias) not in decay_ids
+    assert id(model.blocks[0].attn.q_proj.weight) in decay_ids
+    n_total = sum(1 for _ in model.parameters())
+    assert len(decay["params"]) + len(no_decay["params"]) == n_total
