@@ -13,8 +13,9 @@ want=$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-16)
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.archlab-installed" 2>/dev/null)" != "$want" ]; then
   echo "[dev.sh] setting up $VENV (torch 2.13.0 first, then archlab[dev])" >&2
   [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]"
+  quiet() { { grep -v "is ignored: it is neither a file nor a directory" || true; } >&2; }  # local-index noise
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0" 2>&1 | quiet
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[dev]" 2>&1 | quiet
   echo "$want" > "$VENV/.archlab-installed"
 fi
 export WANDB_MODE="${WANDB_MODE:-offline}"

@@ -88,10 +88,8 @@ def validate_config(config_class: type[T], values: Mapping[str, Any], owner: str
     coerced = {k: _coerce(v, hints[k], f"{owner}.{k}") for k, v in values.items()}
     try:
         return config_class(**coerced)
-    except ConfigError:
-        raise
     except (ValueError, TypeError) as err:  # cross-field checks in __post_init__
-        raise ConfigError(f"{owner}: {err}") from err
+        raise ConfigError(f"{owner}: {err}") from None
 
 
 def check(condition: bool, field: str, message: str) -> None:

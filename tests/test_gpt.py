@@ -311,6 +311,7 @@ def test_dropout_out_of_range(dropout: float) -> None:
         (dict(n_layers=0), "n_layers"),
         (dict(d_ff=0), "d_ff"),
         (dict(norm_eps=0.0), "norm_eps"),
+        (dict(rope_theta=0.0), "rope_theta"),  # would give NaN rotations
         (dict(position="rope", d_model=12, n_heads=4), "position"),  # odd head_dim
     ],
 )

@@ -58,10 +58,13 @@ def test_same_seed_same_result(tmp_path):
         ("model.position=fancy", "position"),
         ("scheduler.warmup_steps=-1", "warmup_steps"),
         ("resume=true", "resume"),
+        ("optimizer.lr=-1", "optimizer"),
+        ("data=shakespeare,data.seq_len=100000000", "seq_len"),
+        ("data.task=nosuch", "data.task"),
     ],
 )
 def test_bad_config_fails_before_training_naming_the_field(tmp_path, override, field):
-    cfg = compose_train(FAST + ["data=synthetic", override], tmp_path)
+    cfg = compose_train(FAST + ["data=synthetic", *override.split(",")], tmp_path)
     with pytest.raises(ValueError, match=field):
         train(cfg)
     assert not (tmp_path / "checkpoints").exists()
@@ -70,3 +73,16 @@ def test_bad_config_fails_before_training_naming_the_field(tmp_path, override, f
 def test_resume_requires_a_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="resume"):
         train(compose_train(FAST + ["data=synthetic", "resume=true"], tmp_path))
+
+
+def test_bf16_mixed_accumulation_and_training_step_plugin_metrics(tmp_path):
+    cfg = compose_train(FAST + ["data=synthetic", "sample.prompt=null", "callbacks=none",
+                                "trainer.precision=bf16-mixed", "trainer.accumulate_grad_batches=2",
+                                "plugin_metrics_every_n_steps=2"], tmp_path)
+    metrics = train(cfg)["metrics"]
+    assert torch.isfinite(torch.tensor(metrics["val/loss"]))
+    assert "train/gpt/residual_rms/mean" in metrics and "gpt/residual_rms/layer0" in metrics
+    rows = (tmp_path / "csv").rglob("metrics.csv")
+    header = next(iter(rows)).read_text().splitlines()[0]
+    for key in ("train/loss", "train/grad_norm", "train/lr", "perf/tokens_per_sec", "val/ppl", "model/params"):
+        assert key in header, key

@@ -24,7 +24,10 @@ from torch.nn import functional as F
 
 from framework import build_model, make_config
 
-from .common import Column, autocast, describe_device, format_table, matmul_fn, paired_ratio, pick_device, time_interleaved
+from .common import (
+    Column, autocast, default_matmul_size, describe_device, format_table, matmul_fn, paired_ratio, pick_device,
+    time_interleaved,
+)
 
 ARCHS = ("gpt", "llama")
 HF_NAMES = {"gpt": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
@@ -70,6 +73,7 @@ class BenchConfig:
     archs: tuple[str, ...] = ARCHS
     device: str = "auto"
     matmul_size: int | None = None      # side of the square peak matmul; None = 2048 on CPU, 8192 on GPU
+    threads: int | None = None          # CPU intra-op threads (torch.set_num_threads); None = torch's default
 
     def __post_init__(self) -> None:
         for a in self.archs:
@@ -143,6 +147,13 @@ def flops_per_token(n: int, size: Size, seq: int) -> float:
 # --- the training step ----------------------------------------------------------------------------
 
 
+def logits_fn(model: nn.Module, impl: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(B, T) ids -> (B, T, V) logits; Hugging Face without its KV cache, as in training."""
+    if impl == "ours":
+        return lambda ids: model(ids).logits
+    return lambda ids: model(input_ids=ids, use_cache=False).logits
+
+
 def make_train_step(
     model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor], optimizer: torch.optim.Optimizer,
     x: torch.Tensor, y: torch.Tensor, device: torch.device, dtype: str,
@@ -180,8 +191,7 @@ def run_size(size: Size, cfg: BenchConfig, device: torch.device) -> list[dict[st
         for impl in ("ours", "hf"):
             torch.manual_seed(0)
             model = (build_ours if impl == "ours" else build_hf)(arch, size, cfg).to(device).train()
-            forward = (lambda m: lambda ids: m(ids).logits)(model) if impl == "ours" else \
-                      (lambda m: lambda ids: m(input_ids=ids, use_cache=False).logits)(model)
+            forward = logits_fn(model, impl)
             total, n = count_params(model)
             # One optimizer per model, shared by its dtypes (AdamW's update is the same either way).
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=True)
@@ -193,7 +203,7 @@ def run_size(size: Size, cfg: BenchConfig, device: torch.device) -> list[dict[st
             fns[f"{arch}/{impl}/{dtype}"] = make_train_step(v["model"], v["forward"], v["opt"], x, y, device, dtype)
     peak_flops: dict[str, float] = {}
     for dtype in cfg.dtypes:
-        mm, peak_flops[dtype] = matmul_fn(device, dtype, cfg.matmul_size or (8192 if device.type == "cuda" else 2048))
+        mm, peak_flops[dtype] = matmul_fn(device, dtype, cfg.matmul_size or default_matmul_size(device))
         fns[f"matmul/{dtype}"] = mm
     timings = time_interleaved(fns, device, rounds=cfg.steps, warmup=cfg.warmup)
     peak = {dtype: peak_flops[dtype] / timings[f"matmul/{dtype}"].median for dtype in cfg.dtypes}
@@ -214,7 +224,8 @@ def run_size(size: Size, cfg: BenchConfig, device: torch.device) -> list[dict[st
                     model=f"{arch} (ours)" if impl == "ours" else f"HF {HF_NAMES[arch]} (sdpa)",
                     dtype=dtype, params=v["params"], n_params=v["n"], flops_per_token=fpt,
                     seconds_per_step=t.median, spread=t.spread, tokens_per_s=tok_s,
-                    ratio_vs_hf=1.0 if impl == "hf" else ratio, mfu=fpt * tok_s / peak[dtype],
+                    ratio_vs_hf=1.0 if impl == "hf" else ratio, median_ratio=hf_timing.median / t.median,
+                    mfu=fpt * tok_s / peak[dtype],
                     peak_flops=peak[dtype], params_match=matched,
                     verdict=_verdict(ratio, matched),
                 ))
@@ -224,6 +235,8 @@ def run_size(size: Size, cfg: BenchConfig, device: torch.device) -> list[dict[st
 def run(cfg: BenchConfig) -> list[dict[str, Any]]:
     """Benchmark every size of ``cfg``; one row per (size, arch, ours|hf, dtype)."""
     device = pick_device(cfg.device)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     rows: list[dict[str, Any]] = []
     for size in cfg.sizes:
         rows.extend(run_size(size, cfg, device))
@@ -239,6 +252,7 @@ COLUMNS = [
     Column("tokens_per_s", "tokens/s", "{:,.0f}"),
     Column("spread", "spread", "{:.0%}"),
     Column("ratio_vs_hf", "vs HF", "{:.2f}x"),
+    Column("median_ratio", "tok/s ratio", "{:.2f}x"),
     Column("mfu", "MFU", "{:.1%}"),
     Column("verdict", "verdict", align="<"),
 ]
@@ -256,9 +270,12 @@ def report(rows: Sequence[dict[str, Any]], cfg: BenchConfig) -> str:
         "",
         format_table(rows, COLUMNS),
         "",
+        "size d256 L4 H8/4: d_model 256, 4 layers, 8 query heads, 4 key/value heads for llama (GPT-2 uses 8).",
         "params: all parameters (tied counted once); N: without embedding lookups, output projection kept.",
         "tokens/s: batch*seq / median step time; spread: (max-min)/median step time over the rounds;",
-        "vs HF: median over rounds of HF time / our time (same round); MFU: (6N + 12*L*d_model*T) * tokens/s / peak.",
+        "vs HF: median over rounds of HF step time / our step time in the same round (the verdict uses it);",
+        "tok/s ratio: ours / HF median tokens/s (the two differ when the load changes within a run);",
+        "MFU: (6N + 12 * layers * d_model * seq) * tokens/s / matmul peak of the same dtype.",
     ]
     peaks = {}
     for r in rows:
@@ -298,7 +315,9 @@ def parse_args(argv: Sequence[str]) -> BenchConfig:
     p.add_argument("--dtype", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16")
     p.add_argument("--models", default="gpt,llama", help="comma-separated: gpt, llama")
     p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1, ...")
-    p.add_argument("--matmul-size", type=int, default=None)
+    p.add_argument("--matmul-size", type=int, default=None, help="side of the square peak matmul")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: torch's); 1 gives steadier ratios on a machine shared with other jobs")
     args = p.parse_args(list(argv))
     try:
         sizes = ([Size.parse(s) for s in args.sizes.split(",") if s.strip()] if args.sizes
@@ -307,7 +326,7 @@ def parse_args(argv: Sequence[str]) -> BenchConfig:
             sizes=sizes, batch=args.batch, seq=args.seq, vocab=args.vocab, steps=args.steps, warmup=args.warmup,
             dtypes=tuple(d.strip() for d in args.dtype.split(",") if d.strip()),
             archs=tuple(a.strip() for a in args.models.split(",") if a.strip()),
-            device=args.device, matmul_size=args.matmul_size,
+            device=args.device, matmul_size=args.matmul_size, threads=args.threads,
         )
     except ValueError as err:
         p.error(str(err))

@@ -41,6 +41,7 @@ class GPTConfig:
             check(self.d_ff >= 1, "d_ff", f"must be >= 1, got {self.d_ff}")
         check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         check(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps}")
+        check(self.rope_theta > 0, "rope_theta", f"must be > 0, got {self.rope_theta}")
         if self.position == "rope":
             check((self.d_model // self.n_heads) % 2 == 0, "position", "rope needs an even head_dim (d_model / n_heads)")
 
