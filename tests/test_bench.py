@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from framework.bench import run_bench
-from framework.bench.common import Column, Timing, format_table, paired_ratio, time_interleaved
+from framework.bench.common import Column, Timing, format_table, paired_ratio, quartiles, time_interleaved
 
 pytest.importorskip("transformers")
 
-from framework.bench.decoder import BenchConfig, Size, count_params, flops_per_token, main, parse_args, run  # noqa: E402
+from framework.bench.decoder import (  # noqa: E402
+    BenchConfig, Size, _verdict, count_params, flops_per_token, main, parse_args, run,
+)
 
 TINY = ["--sizes", "32x2x4", "--batch", "2", "--seq", "16", "--vocab", "64", "--steps", "1", "--warmup", "1",
         "--matmul-size", "64", "--device", "cpu"]
@@ -37,7 +39,8 @@ def test_run_returns_one_matched_row_per_model_and_dtype() -> None:
         if r["impl"] == "hf":
             assert r["ratio_vs_hf"] == 1.0 and r["verdict"] == "baseline"
         else:
-            assert r["verdict"].startswith(("meets target", "BELOW target"))
+            assert r["verdict"].startswith(("meets target", "parity within noise", "BELOW target"))
+            assert re.fullmatch(r"\d\.\d\d-\d\.\d\d", r["ratio_iqr"])
     by = {(r["arch"], r["impl"], r["dtype"]): r for r in rows}
     for arch in ("gpt", "llama"):
         assert by[arch, "ours", "fp32"]["params"] == by[arch, "hf", "fp32"]["params"]
@@ -52,14 +55,15 @@ def test_cli_prints_table_with_ratio_and_mfu_columns(capsys: pytest.CaptureFixtu
     assert run_bench(["decoder", *TINY]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("size"))
-    for column in ("model", "dtype", "params", "tokens/s", "vs HF", "tok/s ratio", "MFU", "verdict"):
+    for column in ("model", "dtype", "params", "tokens/s", "vs HF", "IQR", "tok/s ratio", "MFU", "verdict"):
         assert column in header
     assert 'attn_implementation="sdpa"' in out
     for model in MODELS:
         for dtype in ("fp32", "bf16"):
             assert re.search(rf"d32 L2 H4/2\s+{re.escape(model)}\s+{dtype}\s", out), (model, dtype)
-    assert len(re.findall(r"\d\.\d\dx\s+\d+\.\d%\s+(meets target|BELOW target)", out)) == 4  # our rows
-    assert len(re.findall(r"1\.00x\s+1\.00x\s+\d+\.\d%\s+baseline", out)) == 4  # HF rows
+    ours_row = r"\d\.\d\dx\s+\d\.\d\d-\d\.\d\d\s+\d\.\d\dx\s+\d+\.\d%\s+(meets target|parity within noise|BELOW target)"
+    assert len(re.findall(ours_row, out)) == 4
+    assert len(re.findall(r"1\.00x\s+-\s+1\.00x\s+\d+\.\d%\s+baseline", out)) == 4  # HF rows
     assert re.search(r"matmul peak measured in the run \(d32 L2 H4/2\): fp32 [\d,]+ GFLOP/s, bf16 [\d,]+ GFLOP/s", out)
     assert out.strip().splitlines()[-1].startswith("verdict: ")
 
@@ -96,6 +100,15 @@ def test_time_interleaved_rotates_order_and_pairs_rounds() -> None:
     assert all(len(t.seconds) == 3 for t in timings.values())
     assert paired_ratio(Timing([2.0, 4.0, 9.0]), Timing([1.0, 1.0, 3.0])) == 3.0
     assert Timing([1.0, 2.0, 3.0]).spread == 1.0
+    assert quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (2.0, 4.0) and quartiles([0.7]) == (0.7, 0.7)
+
+
+def test_verdicts() -> None:
+    assert _verdict(None, None, matched=True) == "baseline"
+    assert _verdict(1.05, (1.0, 1.1), matched=True).startswith("meets target (1.05x")
+    assert _verdict(0.99, (0.95, 1.02), matched=True).startswith("parity within noise")
+    assert _verdict(0.90, (0.85, 0.95), matched=True) == "BELOW target: 10% slower than HF"
+    assert _verdict(1.5, (1.4, 1.6), matched=False).startswith("PARAM COUNTS DIFFER")
 
 
 def test_format_table() -> None:

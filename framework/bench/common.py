@@ -47,7 +47,8 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"cpu ({n} thread{'s' if n > 1 else ''})"
 
 
 # --- timing ---------------------------------------------------------------------------------------
@@ -103,11 +104,24 @@ def time_interleaved(
     return {name: Timing(s) for name, s in seconds.items()}
 
 
-def paired_ratio(slow: Timing, fast: Timing) -> float:
-    """Median over rounds of slow/fast seconds: > 1 means ``fast`` is faster.
+def paired_ratios(slow: Timing, fast: Timing) -> list[float]:
+    """slow/fast seconds, round by round: > 1 means ``fast`` is faster in that round.
 
     Pairing by round cancels load that changes between rounds (a shared machine)."""
-    return statistics.median(a / b for a, b in zip(slow.seconds, fast.seconds))
+    return [a / b for a, b in zip(slow.seconds, fast.seconds)]
+
+
+def paired_ratio(slow: Timing, fast: Timing) -> float:
+    """Median over rounds of slow/fast seconds."""
+    return statistics.median(paired_ratios(slow, fast))
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float]:
+    """(first, third) quartile; both the value itself when there is one."""
+    if len(values) < 2:
+        return values[0], values[0]
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q3
 
 
 # --- matmul peak ----------------------------------------------------------------------------------
