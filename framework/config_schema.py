@@ -65,6 +65,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             (item_tp, *_) = typing.get_args(tp) or (Any,)
             items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
             return origin(items)
+    elif dataclasses.is_dataclass(tp):  # nested config section, e.g. model.moe.n_experts
+        if isinstance(value, tp):
+            return value
+        if isinstance(value, Mapping):
+            return validate_config(tp, value, owner=where)
     else:
         if isinstance(value, tp):
             return value

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MeanMetric
 
+from .nn.attention_stats import record_attention_stats
 from .optim import param_groups
 from .registry import get_plugin, make_config
 
@@ -42,6 +43,7 @@ class ArchitectureModule(L.LightningModule):
         optimizer: partial | None = None,
         scheduler: partial | None = None,
         plugin_metrics_every_n_steps: int = 0,
+        attention_stats: bool = True,
     ) -> None:
         super().__init__()
         # Plain values only, so checkpoints load with weights_only=True and rebuild the model.
@@ -51,6 +53,7 @@ class ArchitectureModule(L.LightningModule):
         self.model: nn.Module = self.plugin.build(config)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.plugin_metrics_every_n_steps = plugin_metrics_every_n_steps
+        self.attention_stats = attention_stats  # entropy / top-k mass on validation batches
         self.val_plugin_metrics = nn.ModuleDict(self.plugin.metrics(config))
         self.train_plugin_metrics = nn.ModuleDict(self.plugin.metrics(config))
         self.val_loss, self.val_acc, self.val_exact = MeanMetric(), MeanMetric(), MeanMetric()
@@ -137,6 +140,10 @@ class ArchitectureModule(L.LightningModule):
 
     def on_validation_start(self) -> None:
         self._last_batch_time = None  # do not count validation time as a training step
+        record_attention_stats(self.model, self.attention_stats)
+
+    def on_validation_end(self) -> None:
+        record_attention_stats(self.model, False)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if self.global_step % max(1, self.trainer.log_every_n_steps) == 0:

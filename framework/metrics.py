@@ -15,13 +15,15 @@ class LayerMean(Metric):
 
     full_state_update = False
 
-    def __init__(self, key: str, n_layers: int, **kwargs) -> None:
+    def __init__(self, key: str, n_layers: int, optional: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)
-        self.key = key
+        self.key, self.optional = key, optional  # optional: stats[key] may be absent (not recorded)
         self.add_state("total", default=torch.zeros(n_layers, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, stats: dict[str, torch.Tensor]) -> None:
+        if self.optional and self.key not in stats:
+            return
         value = stats[self.key].detach().to(self.total.device, torch.float64)
         if value.shape != self.total.shape:
             raise ValueError(f"stats[{self.key!r}] has shape {tuple(value.shape)}, expected {tuple(self.total.shape)}")
@@ -29,6 +31,8 @@ class LayerMean(Metric):
         self.count += 1
 
     def compute(self) -> dict[str, torch.Tensor]:
+        if self.count == 0:
+            return {}
         per_layer = (self.total / self.count.clamp(min=1)).float()
         out = {f"layer{i}": v for i, v in enumerate(per_layer)}
         out["mean"] = per_layer.mean()

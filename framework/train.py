@@ -85,6 +85,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         optimizer=optimizer,
         scheduler=scheduler,
         plugin_metrics_every_n_steps=cfg.get("plugin_metrics_every_n_steps", 0),
+        attention_stats=cfg.get("attention_stats", True),
     )
     if cfg.get("compile"):
         module.model = torch.compile(module.model)

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .attention_stats import sparsity_stats
 from .kv_cache import KVCache
 from .positions import RotaryEmbedding, alibi_bias, alibi_slopes
 
@@ -47,6 +48,9 @@ class SelfAttention(nn.Module):
         self.rope = RotaryEmbedding(self.head_dim, max_seq_len, rope_theta) if position == "rope" else None
         if position == "alibi":
             self.register_buffer("alibi_slopes", alibi_slopes(n_heads), persistent=False)
+        # Attention-sparsity statistics, recomputed for a few queries only while recording (validation).
+        self.record_stats = False
+        self.last_stats: dict[str, torch.Tensor] | None = None
 
     def forward(
         self, x: torch.Tensor, attention_mask: torch.Tensor | None = None, cache: KVCache | None = None
@@ -63,6 +67,12 @@ class SelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(k, v)  # (B, Hkv, S, D)
         mask = self._mask(b, t, k.shape[-2], attention_mask, x.device, q.dtype)
+        if self.record_stats:
+            k_full = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # (B, H, S, D)
+            bias = mask
+            if bias is None and self.causal and t > 1:
+                bias = _causal_bias(t, k.shape[-2], x.device)
+            self.last_stats = sparsity_stats(q, k_full, bias)
         use_causal_flag = mask is None and self.causal and t > 1
         y = F.scaled_dot_product_attention(
             q, k, v,
@@ -93,6 +103,11 @@ class SelfAttention(nn.Module):
         if self.position == "alibi":
             bias = bias + alibi_bias(self.alibi_slopes, t, s, device).to(dtype)[None]
         return bias
+
+
+def _causal_bias(t: int, s: int, device: torch.device) -> torch.Tensor:
+    allowed = torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)
+    return torch.zeros(t, s, device=device).masked_fill(~allowed, float("-inf"))[None, None]
 
 
 def _diagonal(t: int, s: int, device: torch.device) -> torch.Tensor:

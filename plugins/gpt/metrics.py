@@ -9,5 +9,11 @@ from .config import GPTConfig
 
 
 def gpt_metrics(cfg: GPTConfig) -> dict[str, Metric]:
-    # RMS of the residual stream after each block: its growth with depth flags unstable training.
-    return {"residual_rms": LayerMean("residual_rms", cfg.n_layers)}
+    n = cfg.n_layers
+    return {
+        # RMS of the residual stream after each block: its growth with depth flags unstable training.
+        "residual_rms": LayerMean("residual_rms", n),
+        # Empirical attention sparsity (validation batches), comparable across architectures.
+        "attn_entropy": LayerMean("attn_entropy_norm", n, optional=True),
+        "attn_topk_mass": LayerMean("attn_topk_mass", n, optional=True),
+    }

@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from framework.nn import KVCache, SelfAttention, make_feedforward, make_norm, sinusoidal_table
+from framework.nn.attention_stats import collect_attention_stats
 from framework.output import ModelOutput
 from framework.sampling import sample_next_token
 
@@ -90,11 +91,9 @@ class GPT(nn.Module):
             x = block(x, attention_mask, cache[i] if cache else None)
             residual_rms.append(x.detach().float().pow(2).mean(-1).sqrt().mean())
         logits = self.lm_head(self.final_norm(x))  # (B, T, V)
-        return ModelOutput(
-            logits=logits,
-            aux_loss=logits.new_zeros((), dtype=torch.float32),
-            stats={"residual_rms": torch.stack(residual_rms)},
-        )
+        stats = {"residual_rms": torch.stack(residual_rms)}
+        stats.update(collect_attention_stats([block.attn for block in self.blocks]))
+        return ModelOutput(logits=logits, aux_loss=logits.new_zeros((), dtype=torch.float32), stats=stats)
 
     @torch.no_grad()
     def generate(
