@@ -71,13 +71,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     make_config(plugin_name, **model_cfg)
     resume_from = _resume_path(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg.data)
-    data_objective = getattr(datamodule, "objective", "causal_lm")
-    if data_objective != plugin.objective:
-        raise ConfigError(
-            f"data: {type(datamodule).__name__} produces '{data_objective}' batches but model plugin "
-            f"'{plugin_name}' trains with '{plugin.objective}'"
-        )
+    datamodule = build_datamodule(cfg.data, objective=plugin.objective)
     optimizer, scheduler = _optimization(cfg)
     module = ArchitectureModule(
         plugin_name,

@@ -4,6 +4,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 
+# Batch formats a datamodule can build; each module accepts the subset it supports.
+OBJECTIVES: tuple[str, ...] = ("causal_lm",)
+
+
 class DataConfigError(ValueError):
     """A ``data.*`` setting is invalid; the message names the field and what is allowed."""
 

@@ -8,7 +8,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import DataConfigError, check_choice, check_int
+from .errors import OBJECTIVES, DataConfigError, check_choice, check_int
 from .loaders import eval_loader, train_loader
 from .tasks import PAD, SEP, answer_task, mqar
 
@@ -41,7 +41,6 @@ class SyntheticDataModule(pl.LightningDataModule):
     n_train, n_val: examples per split, generated once from different streams of ``seed``.
     """
 
-    objective = "causal_lm"
 
     def __init__(
         self,
@@ -55,8 +54,11 @@ class SyntheticDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
+        objective: str = "causal_lm",
     ) -> None:
         super().__init__()
+        # Set by train() from the model's plugin; each objective shapes the batches differently.
+        self.objective = check_choice("objective", objective, OBJECTIVES)
         self.task = check_choice("task", task, TASKS)
         self.seq_len = check_int("seq_len", seq_len, 2)
         self.vocab_size = check_int("vocab_size", vocab_size, 1)

@@ -10,7 +10,7 @@ from hydra.utils import to_absolute_path
 from torch.utils.data import DataLoader, Dataset
 
 from .corpus import PYCODE_DEFAULT_MAX_BYTES, pycode_bytes, shakespeare_bytes, user_bytes
-from .errors import DataConfigError, check_choice, check_int, check_optional_int
+from .errors import OBJECTIVES, DataConfigError, check_choice, check_int, check_optional_int
 from .loaders import eval_loader, train_loader
 from .tokenizer import ByteTokenizer
 
@@ -78,7 +78,6 @@ class TextDataModule(pl.LightningDataModule):
     seed:        fixes the order of training batches.
     """
 
-    objective = "causal_lm"
 
     def __init__(
         self,
@@ -92,8 +91,11 @@ class TextDataModule(pl.LightningDataModule):
         vocab_size: int = 256,
         num_workers: int = 0,
         seed: int = 0,
+        objective: str = "causal_lm",
     ) -> None:
         super().__init__()
+        # Set by train() from the model's plugin; each objective shapes the batches differently.
+        self.objective = check_choice("objective", objective, OBJECTIVES)
         self.source = check_choice("source", source, SOURCES)
         self.paths = _normalize_paths(source, paths)
         self.seq_len = check_int("seq_len", seq_len, 1)
