@@ -47,6 +47,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     from .data.errors import DataConfigError
     from .train import train
 
+    # Hydra's handlers (console + <run>/train.log) already catch Lightning's messages: drop its own.
+    logging.getLogger("lightning.pytorch").handlers.clear()
+
     try:
         result = train(cfg)
     except (ConfigError, DataConfigError) as err:
