@@ -11,6 +11,7 @@ commands:
   generate ckpt=PATH [prompt=TEXT max_new_tokens=N temperature=T top_k=K top_p=P seed=S]
   plugins                   list architecture plugins (and broken ones, with their errors)
   bench <name>              run a benchmark (decoder)
+  new-plugin NAME [--dir DIR]  write a new, installable plugin package (see docs/plugins.md)
 """
 
 
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench import run_bench
 
         return run_bench(rest)
+    if command == "new-plugin":
+        from .scaffold import run_new_plugin
+
+        return run_new_plugin(rest)
     print(f"archlab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -7,9 +7,11 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .data.tokenizer import ByteTokenizer
+from .seq2seq_generation import generate_from_cli
 
 _FIELDS = {"ckpt": str, "prompt": str, "max_new_tokens": int, "temperature": float, "top_k": int, "top_p": float,
-           "seed": int, "device": str}
+           "seed": int, "device": str,
+           "ids": str, "num_beams": int, "length_penalty": float}  # encoder-decoder checkpoints only
 
 
 def parse_key_values(argv: list[str]) -> dict:
@@ -33,6 +35,11 @@ def run_generate(argv: list[str]) -> int:
         model, _ = load_checkpoint(args["ckpt"], map_location=args["device"])
         if not hasattr(model, "generate"):
             raise ValueError(f"ckpt: this model ({type(model).__name__}) has no generate()")
+        if getattr(model, "is_encoder_decoder", False):  # source -> target: framework/seq2seq_generation.py
+            print(generate_from_cli(model, args))
+            return 0
+        if any(k in args for k in ("ids", "num_beams", "length_penalty")):
+            raise ValueError("ids, num_beams, length_penalty: only for encoder-decoder checkpoints (t5, transformer)")
         tokenizer = ByteTokenizer()
         ids = torch.tensor([tokenizer.encode(args["prompt"].encode().decode("unicode_escape"))], device=args["device"])
         generator = torch.Generator(device=args["device"]).manual_seed(args["seed"])

@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.loggers import WandbLogger
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -100,6 +101,8 @@ class ArchitectureModule(L.LightningModule):
         self.val_exact.update(exact, weight=rows.sum())
         for metric in self.val_plugin_metrics.values():
             metric.update(out.stats)
+        if batch_idx == 0 and not self.trainer.sanity_checking:
+            self._log_histograms(out.stats)
 
     def on_validation_epoch_end(self) -> None:
         if self.val_loss.weight == 0:  # no validation batch had a scored token
@@ -112,6 +115,21 @@ class ArchitectureModule(L.LightningModule):
         for metric in (self.val_loss, self.val_acc, self.val_exact):
             metric.reset()
         self._log_plugin_metrics(self.val_plugin_metrics, prefix=None)
+
+    def _log_histograms(self, stats: dict[str, torch.Tensor]) -> None:
+        """Stats named ``hist_<name>`` (n_bins,) go to W&B as histogram ``<plugin>/<name>`` (bin i = value i),
+        e.g. the MoE expert load; other loggers cannot draw one (plugins log scalar summaries too)."""
+        hists = {k.removeprefix("hist_"): v for k, v in stats.items() if k.startswith("hist_")}
+        loggers = [lg for lg in self.loggers if isinstance(lg, WandbLogger)]
+        if not hists or not loggers:
+            return
+        import numpy as np
+        import wandb
+
+        values = {f"{self.plugin.name}/{name}": wandb.Histogram(np_histogram=(
+            v.detach().float().cpu().numpy(), np.arange(v.numel() + 1))) for name, v in hists.items()}
+        for logger in loggers:
+            logger.log_metrics(values, step=self.global_step)
 
     def _log_plugin_metrics(self, metrics: nn.ModuleDict, prefix: str | None) -> None:
         base = self.plugin.name if prefix is None else f"{prefix}/{self.plugin.name}"
@@ -130,6 +148,14 @@ class ArchitectureModule(L.LightningModule):
         trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
         for logger in self.loggers:
             logger.log_metrics({"model/params": params, "model/params_trainable": trainable}, step=0)
+        # Optional model hook: figures {name: (H, W, C) uint8 array}, e.g. the sparse attention pattern,
+        # logged as images <plugin>/<name> by loggers that take images (W&B stores them as PNG).
+        figures = getattr(self.model, "figures", None)
+        if callable(figures):
+            for name, image in figures().items():
+                for logger in self.loggers:
+                    if hasattr(logger, "log_image"):
+                        logger.log_image(key=f"{self.plugin.name}/{name}", images=[image])
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         now = time.perf_counter()
@@ -151,6 +177,17 @@ class ArchitectureModule(L.LightningModule):
             if grads:
                 norm = torch.nn.utils.get_total_norm(grads)
                 self.log("train/grad_norm", norm)
+            # Optional model hook: per-part gradient norms, logged as <plugin>/<key> (e.g. rnn/grad_norm/layer0).
+            grad_stats = getattr(self.model, "grad_stats", None)
+            if callable(grad_stats):
+                self.log_dict({f"{self.plugin.name}/{k}": v for k, v in grad_stats().items()})
+
+    def on_train_epoch_start(self) -> None:
+        # Optional model hook: stateful models (recurrent TBPTT) drop the state they carry between batches,
+        # since the training stream starts over.
+        reset_state = getattr(self.model, "reset_state", None)
+        if callable(reset_state):
+            reset_state()
 
     # ---- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self):

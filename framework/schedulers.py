@@ -33,3 +33,12 @@ def warmup_constant(optimizer: Optimizer, total_steps: int, warmup_steps: int = 
     """Linear warm-up, then the optimizer's lr unchanged."""
     _check_warmup(warmup_steps)
     return LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps else 1.0)
+
+
+def inverse_sqrt(optimizer: Optimizer, total_steps: int, warmup_steps: int = 4000) -> LambdaLR:
+    """Vaswani et al. 2017: linear warm-up, then decay as 1/sqrt(step); the optimizer's lr is the peak,
+    reached at ``warmup_steps`` (the paper's d_model^-0.5 factor is folded into that lr)."""
+    _check_warmup(warmup_steps)
+    if warmup_steps == 0:
+        return LambdaLR(optimizer, lambda step: (step + 1) ** -0.5)
+    return LambdaLR(optimizer, lambda step: min((step + 1) / warmup_steps, math.sqrt(warmup_steps / (step + 1))))

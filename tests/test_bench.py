@@ -40,7 +40,7 @@ def test_run_returns_one_matched_row_per_model_and_dtype() -> None:
             assert r["ratio_vs_hf"] == 1.0 and r["verdict"] == "baseline"
         else:
             assert r["verdict"].startswith(("meets target", "parity within noise", "BELOW target"))
-            assert re.fullmatch(r"\d\.\d\d-\d\.\d\d", r["ratio_iqr"])
+            assert re.fullmatch(r"\d+\.\d\d-\d+\.\d\d", r["ratio_iqr"])
     by = {(r["arch"], r["impl"], r["dtype"]): r for r in rows}
     for arch in ("gpt", "llama"):
         assert by[arch, "ours", "fp32"]["params"] == by[arch, "hf", "fp32"]["params"]
@@ -61,7 +61,7 @@ def test_cli_prints_table_with_ratio_and_mfu_columns(capsys: pytest.CaptureFixtu
     for model in MODELS:
         for dtype in ("fp32", "bf16"):
             assert re.search(rf"d32 L2 H4/2\s+{re.escape(model)}\s+{dtype}\s", out), (model, dtype)
-    ours_row = r"\d\.\d\dx\s+\d\.\d\d-\d\.\d\d\s+\d\.\d\dx\s+\d+\.\d%\s+(meets target|parity within noise|BELOW target)"
+    ours_row = r"\d+\.\d\dx\s+\d+\.\d\d-\d+\.\d\d\s+\d+\.\d\dx\s+\d+\.\d%\s+(meets target|parity within noise|BELOW target)"
     assert len(re.findall(ours_row, out)) == 4
     assert len(re.findall(r"1\.00x\s+-\s+1\.00x\s+\d+\.\d%\s+baseline", out)) == 4  # HF rows
     assert re.search(r"matmul peak measured in the run \(d32 L2 H4/2\): fp32 [\d,]+ GFLOP/s, bf16 [\d,]+ GFLOP/s", out)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = {"decoder": "framework.bench.decoder"}
+BENCHMARKS = {"sparse": "framework.bench.sparse", "decoder": "framework.bench.decoder", "encoders": "framework.bench.encoders", "moe": "framework.bench.moe", "rnn": "framework.bench.rnn"}
 
 
 def run_bench(argv: list[str]) -> int:

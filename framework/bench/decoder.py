@@ -9,6 +9,7 @@ All variants of a size, both dtypes and the matmul peaks are timed interleaved i
     archlab bench decoder                                  # d256 L4 H8, batch 8 x 256, fp32 and bf16
     archlab bench decoder --sizes 256x4x8,512x8x8 --steps 20
     python -m framework.bench.decoder --dtype bf16 --models llama
+    archlab bench decoder --threads 1     # steadier ratios when other jobs share the CPU cores
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from .common import (
 ARCHS = ("gpt", "llama")
 HF_NAMES = {"gpt": "GPT2LMHeadModel", "llama": "LlamaForCausalLM"}
 TARGET_RATIO = 1.0  # the issue's goal: ours at least as fast as Hugging Face
+NOISY_SPREAD = 0.5  # (max - min) / median step time above which the report warns of a busy machine
 
 
 @dataclass(frozen=True)
@@ -270,8 +272,9 @@ def report(rows: Sequence[dict[str, Any]], cfg: BenchConfig) -> str:
 
     device = pick_device(cfg.device)
     lines = [
-        f"archlab bench decoder: training step (forward + fp32 cross-entropy + backward + AdamW), "
-        f"batch {cfg.batch} x seq {cfg.seq}, vocab {cfg.vocab}, {cfg.steps} timed rounds, device {describe_device(device)}",
+        "archlab bench decoder: training step (forward + fp32 cross-entropy + backward + AdamW), "
+        f"batch {cfg.batch} x seq {cfg.seq}, vocab {cfg.vocab}, {cfg.steps} timed rounds, "
+        f"device {describe_device(device)}",
         f"baseline: transformers {transformers.__version__}, attn_implementation=\"sdpa\", use_cache=False; "
         f"bf16/fp16 = torch.autocast({device.type!r}) over fp32 weights",
         "",
@@ -291,6 +294,12 @@ def report(rows: Sequence[dict[str, Any]], cfg: BenchConfig) -> str:
     for label, by_dtype in peaks.items():
         text = ", ".join(f"{d} {p / 1e9:,.0f} GFLOP/s" for d, p in by_dtype.items())
         lines.append(f"matmul peak measured in the run ({label}): {text}")
+    noisy = [r for r in rows if r["spread"] > NOISY_SPREAD]
+    if noisy:
+        lines.append(
+            f"warning: step times of {len(noisy)} rows varied by more than {NOISY_SPREAD:.0%} across rounds (a busy "
+            "machine): trust the IQR, rerun with more --steps, or pin --threads below the number of free cores."
+        )
     ours = [r for r in rows if r["impl"] == "ours"]
     below = [r for r in ours if r["ratio_vs_hf"] < TARGET_RATIO or not r["params_match"]]
     lines.append("")

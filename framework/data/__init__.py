@@ -4,6 +4,10 @@ Every batch is a dict: ``input_ids`` (B, T) long, ``labels`` (B, T) long where l
 target for position t (already shifted) and -100 is ignored. No module emits ``attention_mask``:
 text has no padding, and synthetic padding only follows the answer, so under causal attention no
 position that carries a label ever sees it.
+
+``masked_lm`` (the plugin's objective picks it): the same sequences, BERT-masked by ``masking.py``;
+batches add ``attention_mask`` and labels hold the original id at masked positions only. [MASK] is
+byte 255 for text (never in UTF-8) and ``vocab_size - 1`` for synthetic tasks.
 """
 from .build import build_datamodule
 from .errors import DataConfigError

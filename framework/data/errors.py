@@ -5,7 +5,7 @@ from typing import Any, Sequence
 
 
 # Batch formats a datamodule can build; each module accepts the subset it supports.
-OBJECTIVES: tuple[str, ...] = ("causal_lm",)
+OBJECTIVES: tuple[str, ...] = ("causal_lm", "masked_lm", "seq2seq")
 
 
 class DataConfigError(ValueError):

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .errors import OBJECTIVES, DataConfigError, check_choice, check_int
 from .loaders import eval_loader, train_loader
+from .masking import check_mask_rate, masked_splits, synthetic_spec
 from .tasks import PAD, SEP, answer_task, mqar
 
 Task = Literal["copy", "reverse", "sort", "mqar"]
@@ -39,6 +40,7 @@ class SyntheticDataModule(pl.LightningDataModule):
     length:     symbols per input for copy/reverse/sort (needs 2 * length <= seq_len); unused by mqar.
     num_kv:     key-value pairs per example for mqar (needs 4 * num_kv <= seq_len); unused otherwise.
     n_train, n_val: examples per split, generated once from different streams of ``seed``.
+    mask_rate:  masked_lm only: share of tokens chosen for prediction, in (0, 1); [MASK] = vocab_size - 1.
     """
 
 
@@ -54,11 +56,17 @@ class SyntheticDataModule(pl.LightningDataModule):
         batch_size: int = 32,
         num_workers: int = 0,
         seed: int = 0,
+        mask_rate: float = 0.15,
         objective: str = "causal_lm",
     ) -> None:
         super().__init__()
         # Set by train() from the model's plugin; each objective shapes the batches differently.
         self.objective = check_choice("objective", objective, OBJECTIVES)
+        if self.objective == "seq2seq":  # source/target pairs: framework/data/seq2seq.py
+            raise DataConfigError(
+                "data=synthetic builds single-sequence batches; encoder-decoder models (objective 'seq2seq') "
+                "use data=seq2seq (tasks copy, reverse, sort, addition)"
+            )
         self.task = check_choice("task", task, TASKS)
         self.seq_len = check_int("seq_len", seq_len, 2)
         self.vocab_size = check_int("vocab_size", vocab_size, 1)
@@ -69,6 +77,9 @@ class SyntheticDataModule(pl.LightningDataModule):
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.num_workers = check_int("num_workers", num_workers, 0)
         self.seed = check_int("seed", seed, 0)
+        self.mask_rate = check_mask_rate(mask_rate)
+        # masked_lm: the last id is [MASK]; the task's tokens stay below it (data/masking.py).
+        self.mask_token_id = self.vocab_size - 1 if self.objective == "masked_lm" else None
         self._check_task_fits()
         if self.batch_size > self.n_train:
             raise DataConfigError(f"data.batch_size={batch_size} exceeds data.n_train={n_train}; use a smaller batch")
@@ -102,16 +113,20 @@ class SyntheticDataModule(pl.LightningDataModule):
     def _generate(self, n: int, stream: int) -> ExampleDataset:
         # Train and val come from different streams of the same seed: seed 2s for train, 2s + 1 for val.
         g = torch.Generator().manual_seed(2 * self.seed + stream)
+        v = self.mask_token_id or self.vocab_size  # masked_lm: draw tokens below [MASK]
         if self.task == "mqar":
-            ids, labels = mqar(n, self.seq_len, self.vocab_size, self.num_kv, g)
+            ids, labels = mqar(n, self.seq_len, v, self.num_kv, g)
         else:
-            ids, labels = answer_task(self.task, n, self.seq_len, self.vocab_size, self.length, g)
+            ids, labels = answer_task(self.task, n, self.seq_len, v, self.length, g)
         return ExampleDataset(ids, labels)
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_dataset is None:
             self.train_dataset = self._generate(self.n_train, 0)
             self.val_dataset = self._generate(self.n_val, 1)
+            if self.objective == "masked_lm":  # the same sequences (x SEP y), BERT-masked
+                spec = synthetic_spec(self.task, self.mask_rate, self.vocab_size)
+                self.train_dataset, self.val_dataset = masked_splits(self.train_dataset, self.val_dataset, spec, self.seed)
 
     def train_dataloader(self) -> DataLoader:
         self.setup()

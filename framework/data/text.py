@@ -12,10 +12,15 @@ from torch.utils.data import DataLoader, Dataset
 from .corpus import PYCODE_DEFAULT_MAX_BYTES, pycode_bytes, shakespeare_bytes, user_bytes
 from .errors import OBJECTIVES, DataConfigError, check_choice, check_int, check_optional_int
 from .loaders import eval_loader, train_loader
+from .stream import contiguous_loader, contiguous_starts
+from .masking import BYTE_MASK_ID, MaskingSpec, check_mask_rate, masked_splits
+from .span_corruption import check_span_corruption, set_token_ids, span_corrupted_splits
 from .tokenizer import ByteTokenizer
 
 Source = Literal["shakespeare", "pycode", "text"]
 SOURCES: tuple[str, ...] = ("shakespeare", "pycode", "text")
+Order = Literal["shuffled", "contiguous"]
+ORDERS: tuple[str, ...] = ("shuffled", "contiguous")
 
 
 class WindowDataset(Dataset):
@@ -76,6 +81,9 @@ class TextDataModule(pl.LightningDataModule):
     vocab_size:  the model's vocabulary; >= 256 (bytes), larger values pad the embedding table.
     num_workers: DataLoader worker processes.
     seed:        fixes the order of training batches.
+    order:       "shuffled" windows, or "contiguous": row i of each training batch continues row i of the
+                 previous batch (framework/data/stream.py), for stateful (truncated-BPTT) recurrent training.
+    mask_rate:   masked_lm only: share of tokens chosen for prediction, in (0, 1) (BERT: 0.15).
     """
 
 
@@ -91,6 +99,8 @@ class TextDataModule(pl.LightningDataModule):
         vocab_size: int = 256,
         num_workers: int = 0,
         seed: int = 0,
+        order: Order = "shuffled",
+        mask_rate: float = 0.15,
         objective: str = "causal_lm",
     ) -> None:
         super().__init__()
@@ -108,6 +118,13 @@ class TextDataModule(pl.LightningDataModule):
         self.vocab_size = check_int("vocab_size", vocab_size, ByteTokenizer.vocab_size)
         self.num_workers = check_int("num_workers", num_workers, 0)
         self.seed = check_int("seed", seed, None)
+        self.order = check_choice("order", order, ORDERS)
+        self.mask_rate = check_mask_rate(mask_rate)
+        # masked_lm: byte 255 never occurs in UTF-8, so it serves as [MASK] within the 256 byte ids.
+        self.mask_token_id = BYTE_MASK_ID if self.objective == "masked_lm" else None
+        if self.objective == "seq2seq":  # T5 span corruption; sentinels sit above the 256 bytes
+            check_span_corruption(self.seq_len, self.vocab_size)
+            set_token_ids(self)
         self.tokenizer = ByteTokenizer()
 
         # Read (cached) and size-check now, so a bad setting fails before any training starts.
@@ -126,6 +143,13 @@ class TextDataModule(pl.LightningDataModule):
                 f"data.batch_size={self.batch_size} exceeds the {n_windows} training windows of "
                 f"seq_len {self.seq_len}; use data.batch_size <= {n_windows}"
             )
+        if self.order == "contiguous":
+            if self.objective != "causal_lm":
+                raise DataConfigError(f"data.order='contiguous' is for causal_lm streams, not {self.objective!r}")
+            try:
+                contiguous_starts(len(self.train_data), self.seq_len, self.batch_size)
+            except ValueError as err:
+                raise DataConfigError(f"data.order='contiguous': {err}") from None
         self.train_dataset: WindowDataset | None = None
         self.val_dataset: WindowDataset | None = None
 
@@ -151,9 +175,18 @@ class TextDataModule(pl.LightningDataModule):
             idx = torch.arange(self.val_windows) * n_val // self.val_windows
         self.train_dataset = WindowDataset(self.train_data, train_starts, t)
         self.val_dataset = WindowDataset(self.val_data, idx * t, t)
+        if self.objective == "masked_lm":  # BERT's 80/10/10 masking of the same windows (data/masking.py)
+            spec = MaskingSpec(self.mask_rate, BYTE_MASK_ID, random_range=(0, BYTE_MASK_ID))
+            self.train_dataset, self.val_dataset = masked_splits(self.train_dataset, self.val_dataset, spec, self.seed)
+        if self.objective == "seq2seq":  # T5 span corruption of the same windows (data/span_corruption.py)
+            self.train_dataset, self.val_dataset = span_corrupted_splits(
+                self.train_dataset, self.val_dataset, self.vocab_size, self.seed
+            )
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
+        if self.order == "contiguous":
+            return contiguous_loader(WindowDataset, self.train_data, self.seq_len, self.batch_size, self.num_workers)
         return train_loader(self.train_dataset, self.batch_size, self.num_workers, self.seed)
 
     def val_dataloader(self) -> DataLoader:

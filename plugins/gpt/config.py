@@ -1,10 +1,12 @@
 """GPTConfig: every option of the decoder-only plugin, one line of meaning each."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from framework.config_schema import check
+from framework.nn.sparse.config import AttentionKind, SparseAttentionConfig, check_attention
+from framework.nn.moe_config import MoEConfig
 
 
 @dataclass
@@ -21,12 +23,15 @@ class GPTConfig:
     rope_theta: float = 10000.0   # RoPE base frequency
     norm: Literal["layernorm", "rmsnorm"] = "layernorm"
     norm_eps: float = 1e-5
-    ffn: Literal["mlp", "swiglu", "geglu"] = "mlp"
+    ffn: Literal["mlp", "swiglu", "geglu", "moe"] = "mlp"  # moe: a Mixture-of-Experts FFN configured by `moe`
     activation: Literal["gelu", "gelu_tanh", "relu", "silu"] = "gelu_tanh"  # for ffn=mlp (GPT-2: gelu_tanh)
     bias: bool = True             # biases in linear layers and LayerNorm (Llama: false)
     pre_norm: bool = True         # norm before each sublayer (GPT-2) or after the residual add (original Transformer)
     tie_weights: bool = True      # output projection shares the token embedding matrix
     init_std: float = 0.02        # std of the normal initialisation
+    attention: AttentionKind = "dense"  # dense SDPA, or a sparse kind (sliding_window, strided, fixed, longformer, bigbird, lsh)
+    sparse: SparseAttentionConfig = field(default_factory=SparseAttentionConfig)  # options of the sparse kinds
+    moe: MoEConfig = field(default_factory=MoEConfig)  # used when ffn=moe (experts' width: moe.d_ff or d_ff rule)
 
     def __post_init__(self) -> None:
         check(self.vocab_size >= 2, "vocab_size", f"must be >= 2, got {self.vocab_size}")
@@ -44,6 +49,7 @@ class GPTConfig:
         check(self.rope_theta > 0, "rope_theta", f"must be > 0, got {self.rope_theta}")
         if self.position == "rope":
             check((self.d_model // self.n_heads) % 2 == 0, "position", "rope needs an even head_dim (d_model / n_heads)")
+        check_attention(self.attention, self.sparse, self.n_heads, self.position)
 
     @property
     def head_dim(self) -> int:
@@ -53,6 +59,6 @@ class GPTConfig:
     def ffn_hidden(self) -> int:
         if self.d_ff is not None:
             return self.d_ff
-        if self.ffn == "mlp":
+        if self.ffn == "mlp" or (self.ffn == "moe" and self.moe.activation == "gelu"):
             return 4 * self.d_model
         return 64 * ((int(8 * self.d_model / 3) + 63) // 64)  # Llama-style 8/3, rounded up to 64

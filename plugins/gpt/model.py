@@ -9,6 +9,8 @@ from torch.nn import functional as F
 
 from framework.nn import KVCache, SelfAttention, make_feedforward, make_norm, sinusoidal_table
 from framework.nn.attention_stats import collect_attention_stats
+from framework.nn.sparse import make_attention
+from framework.nn.moe import MoEFeedForward, MoEOutput, collect_moe_stats
 from framework.output import ModelOutput
 from framework.sampling import sample_next_token
 
@@ -18,26 +20,39 @@ from .config import GPTConfig
 class Block(nn.Module):
     """One transformer block; pre-norm: x + f(norm(x)); post-norm: norm(x + f(x))."""
 
-    def __init__(self, cfg: GPTConfig) -> None:
+    def __init__(self, cfg: GPTConfig, layer: int = 0) -> None:
         super().__init__()
         self.pre_norm = cfg.pre_norm
         self.attn_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
-        self.attn = SelfAttention(
-            cfg.d_model, cfg.n_heads, cfg.n_kv_heads,
+        # Dense SelfAttention, or SparseSelfAttention when cfg.attention names a sparse kind.
+        self.attn = make_attention(
+            cfg.attention, cfg.sparse, layer, cfg.d_model, cfg.n_heads, cfg.n_kv_heads,
             causal=True, bias=cfg.bias, dropout=cfg.dropout,
             position=cfg.position if cfg.position in ("rope", "alibi") else "none",
             max_seq_len=cfg.max_seq_len, rope_theta=cfg.rope_theta,
         )
         self.ffn_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias)
-        self.ffn = make_feedforward(cfg.ffn, cfg.d_model, cfg.ffn_hidden, cfg.activation, cfg.bias, cfg.dropout)
+        self.ffn = (MoEFeedForward(cfg.d_model, cfg.moe, cfg.ffn_hidden, cfg.dropout) if cfg.ffn == "moe" else
+                    make_feedforward(cfg.ffn, cfg.d_model, cfg.ffn_hidden, cfg.activation, cfg.bias, cfg.dropout))
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache | None
+    ) -> tuple[torch.Tensor, MoEOutput | None]:
+        """Returns the new residual stream and the MoE FFN's record (aux loss, stats; None if dense)."""
         if self.pre_norm:
             x = x + self.resid_dropout(self.attn(self.attn_norm(x), attention_mask, cache))
-            return x + self.ffn(self.ffn_norm(x))
+            h, moe = self._ffn(self.ffn_norm(x), attention_mask)
+            return x + h, moe
         x = self.attn_norm(x + self.resid_dropout(self.attn(x, attention_mask, cache)))
-        return self.ffn_norm(x + self.ffn(x))
+        h, moe = self._ffn(x, attention_mask)
+        return self.ffn_norm(x + h), moe
+
+    def _ffn(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, MoEOutput | None]:
+        if isinstance(self.ffn, MoEFeedForward):
+            moe = self.ffn(x, attention_mask)
+            return moe.output, moe
+        return self.ffn(x), None
 
 
 class GPT(nn.Module):
@@ -49,15 +64,19 @@ class GPT(nn.Module):
         if cfg.position == "sinusoidal":
             self.register_buffer("pos_table", sinusoidal_table(cfg.max_seq_len, cfg.d_model), persistent=False)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         # Post-norm blocks end in a norm already; pre-norm needs a final one.
         self.final_norm = make_norm(cfg.norm, cfg.d_model, cfg.norm_eps, cfg.bias) if cfg.pre_norm else nn.Identity()
         self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.apply(self._init_weights)
         # GPT-2: residual output projections scaled by 1/sqrt(2 * n_layers).
         for block in self.blocks:
-            for proj in (block.attn.o_proj, block.ffn.down_proj):
-                nn.init.normal_(proj.weight, std=cfg.init_std / math.sqrt(2 * cfg.n_layers))
+            out_std = cfg.init_std / math.sqrt(2 * cfg.n_layers)
+            nn.init.normal_(block.attn.o_proj.weight, std=out_std)
+            if isinstance(block.ffn, MoEFeedForward):  # router and experts: same normal init, scaled outputs
+                block.ffn.init_weights(cfg.init_std, out_std)
+            else:
+                nn.init.normal_(block.ffn.down_proj.weight, std=out_std)
         if cfg.tie_weights:
             self.lm_head.weight = self.tok_emb.weight
 
@@ -86,14 +105,17 @@ class GPT(nn.Module):
         elif self.config.position == "sinusoidal":
             x = x + self.pos_table[offset : offset + t].to(x.dtype)
         x = self.drop(x)
-        residual_rms = []
+        residual_rms, moe_outputs = [], []
         for i, block in enumerate(self.blocks):
-            x = block(x, attention_mask, cache[i] if cache else None)
+            x, moe = block(x, attention_mask, cache[i] if cache else None)
+            if moe is not None:
+                moe_outputs.append(moe)
             residual_rms.append(x.detach().float().pow(2).mean(-1).sqrt().mean())
         logits = self.lm_head(self.final_norm(x))  # (B, T, V)
-        stats = {"residual_rms": torch.stack(residual_rms)}
+        stats = {"residual_rms": torch.stack(residual_rms), **collect_moe_stats(moe_outputs)}
+        aux = sum((m.aux_loss for m in moe_outputs), logits.new_zeros((), dtype=torch.float32))
         stats.update(collect_attention_stats([block.attn for block in self.blocks]))
-        return ModelOutput(logits=logits, aux_loss=logits.new_zeros((), dtype=torch.float32), stats=stats)
+        return ModelOutput(logits=logits, aux_loss=aux, stats=stats)
 
     @torch.no_grad()
     def generate(
@@ -114,6 +136,7 @@ class GPT(nn.Module):
         """
         was_training = self.training
         self.eval()
+        use_cache = use_cache and self.config.attention != "lsh"  # LSH attention has no KV cache
         limit = self.config.max_seq_len
         tokens = input_ids
         cache: list[KVCache] | None = None

@@ -1,0 +1,247 @@
+"""``archlab bench moe``: the MoE layer against Hugging Face and a dense MLP; the ``moe`` model against dense ``gpt``.
+
+Layer (forward + backward, same input, same upstream gradient):
+  ours       framework.nn.moe.MoEFeedForward (token choice, top-k, softmax after top-k, dropless, SwiGLU)
+  HF         transformers' MixtralSparseMoeBlock (its default experts implementation)
+  dense      one SwiGLU MLP of hidden k * expert_hidden: the same parameters active per token
+Model (training step: forward + fp32 cross-entropy + aux loss + backward + AdamW):
+  moe        the ``moe`` plugin, MoE FFN in every block
+  dense gpt  ``gpt`` (Llama-style: RoPE, RMSNorm, SwiGLU, no bias) with d_ff = k * expert_hidden
+All variants of a group are timed interleaved in one run (framework.bench.common): ratios, not absolute times,
+are what a shared machine can measure.
+
+    archlab bench moe                                   # 8 experts, top-2, d 256, hidden 512, 2048 tokens
+    archlab bench moe --tokens 4096 --steps 20 --no-model
+    archlab bench moe --threads 1      # on a busy shared CPU: the per-expert matmuls are small, and
+                                       # intra-op threads contending with other jobs hurt them most
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from framework import build_model
+
+from .common import (
+    Column, Timing, autocast, describe_device, format_table, paired_ratios, pick_device, quartiles, time_interleaved,
+)
+
+LAYER_TARGET_VS_HF = 1.5      # ours at least 1.5x faster than HF's block
+LAYER_TARGET_VS_DENSE = 1.3   # ours at most 1.3x the time of the dense MLP with the same active parameters
+
+
+@dataclass
+class BenchConfig:
+    n_experts: int = 8
+    top_k: int = 2
+    d_model: int = 256
+    hidden: int = 512           # expert hidden width
+    tokens: int = 2048          # layer benchmark: tokens per call (batch 8 x 256)
+    steps: int = 10             # timed rounds
+    warmup: int = 2
+    dtype: str = "fp32"
+    device: str = "auto"
+    model: bool = True          # also time the moe model vs dense gpt
+    layers: int = 4             # model benchmark size
+    heads: int = 8
+    batch: int = 8
+    seq: int = 256
+    vocab: int = 256
+    threads: int | None = None
+    hf_impls: tuple[str, ...] = ("eager", "grouped_mm")  # Hugging Face experts implementations to time
+
+
+# --- layer ----------------------------------------------------------------------------------------
+
+
+def build_layers(cfg: BenchConfig, device: torch.device) -> dict[str, nn.Module]:
+    from framework.nn import GatedMLP
+    from framework.nn.moe import MoEFeedForward
+    from framework.nn.moe_config import MoEConfig
+
+    ours = MoEFeedForward(cfg.d_model, MoEConfig(n_experts=cfg.n_experts, top_k=cfg.top_k, dropless=True,
+                                                 softmax_order="after_topk"), d_ff=cfg.hidden)
+    ours.init_weights(0.02)
+    layers: dict[str, nn.Module] = {"ours": ours}
+    try:
+        from transformers import MixtralConfig
+        from transformers.models.mixtral.modeling_mixtral import MixtralSparseMoeBlock
+    except ImportError:  # transformers is a test/bench dependency
+        pass
+    else:
+        # eager: a loop over the experts hit (the standalone block's default, HF's fastest on CPU); grouped_mm:
+        # what MixtralForCausalLM picks by default in transformers 5 (torch._grouped_mm, or HF's fallback on CPU).
+        for impl in cfg.hf_impls:
+            config = MixtralConfig(hidden_size=cfg.d_model, intermediate_size=cfg.hidden,
+                                   num_local_experts=cfg.n_experts, num_experts_per_tok=cfg.top_k)
+            config._experts_implementation = impl
+            hf = MixtralSparseMoeBlock(config)
+            with torch.no_grad():
+                for p in hf.parameters():
+                    p.normal_(std=0.02)
+            layers[f"hf {impl}"] = hf
+    layers["dense"] = GatedMLP(cfg.d_model, cfg.top_k * cfg.hidden, "silu", bias=False)
+    return {k: m.to(device).train() for k, m in layers.items()}
+
+
+def layer_step(name: str, layer: nn.Module, x: torch.Tensor, grad: torch.Tensor, device: torch.device,
+               dtype: str) -> Callable[[], None]:
+    def step() -> None:
+        layer.zero_grad(set_to_none=True)
+        with autocast(device, dtype):
+            out = layer(x)
+        if name == "ours":  # the balance + z-loss is part of our layer's training cost
+            (out.output * grad).sum().add(out.aux_loss).backward()
+        else:
+            (out * grad).sum().backward()
+    return step
+
+
+def active_params(name: str, layer: nn.Module, cfg: BenchConfig) -> int:
+    total = sum(p.numel() for p in layer.parameters())
+    if name == "dense":
+        return total
+    router = cfg.n_experts * cfg.d_model
+    return router + (total - router) * cfg.top_k // cfg.n_experts
+
+
+# --- model ----------------------------------------------------------------------------------------
+
+
+def build_models(cfg: BenchConfig, device: torch.device) -> dict[str, nn.Module]:
+    common = dict(vocab_size=cfg.vocab, d_model=cfg.d_model, n_layers=cfg.layers, n_heads=cfg.heads,
+                  max_seq_len=cfg.seq, tie_weights=True)
+    moe = build_model("moe", **common, d_ff=cfg.hidden, position="rope", norm="rmsnorm", bias=False,
+                      moe={"n_experts": cfg.n_experts, "top_k": cfg.top_k, "dropless": True})
+    dense = build_model("gpt", **common, d_ff=cfg.top_k * cfg.hidden, position="rope", norm="rmsnorm",
+                        ffn="swiglu", bias=False)
+    return {"moe": moe.to(device).train(), "dense gpt": dense.to(device).train()}
+
+
+def train_step(model: nn.Module, batch: torch.Tensor, device: torch.device, dtype: str) -> Callable[[], None]:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with autocast(device, dtype):
+            out = model(batch[:, :-1])
+        loss = F.cross_entropy(out.logits.flatten(0, 1).float(), batch[:, 1:].flatten()) + out.aux_loss
+        loss.backward()
+        opt.step()
+    return step
+
+
+# --- run ------------------------------------------------------------------------------------------
+
+
+def _rows(group: str, timings: dict[str, Timing], baseline: str, work: float, extra: dict[str, dict]) -> list[dict]:
+    rows = []
+    for name, t in timings.items():
+        ratios = paired_ratios(t, timings[baseline])  # this variant's time / baseline's, round by round
+        q1, q3 = quartiles(ratios)
+        rows.append(dict(group=group, variant=name, ms=1e3 * t.median, spread=t.spread,
+                         time_vs_baseline=statistics.median(ratios), iqr=f"{q1:.2f}-{q3:.2f}",
+                         tokens_per_s=work / t.median, baseline=baseline, **extra.get(name, {})))
+    return rows
+
+
+def run(cfg: BenchConfig) -> list[dict[str, Any]]:
+    """One row per variant: median ms per call, time relative to the group's baseline (paired by round)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    gen = torch.Generator().manual_seed(0)
+    layers = build_layers(cfg, device)
+    x = torch.randn(1, cfg.tokens, cfg.d_model, generator=gen).to(device)  # (1, N, C): the FFN sees N tokens
+    grad = torch.randn(x.shape, generator=gen).to(device)
+    fns = {name: layer_step(name, m, x, grad, device, cfg.dtype) for name, m in layers.items()}
+    timings = time_interleaved(fns, device, cfg.steps, cfg.warmup)
+    extra = {n: dict(active_params=active_params(n, m, cfg), params=sum(p.numel() for p in m.parameters()))
+             for n, m in layers.items()}
+    rows = _rows("layer", timings, "dense", x.shape[0] * x.shape[1], extra)
+    if cfg.model:
+        models = build_models(cfg, device)
+        batch = torch.randint(0, cfg.vocab, (cfg.batch, cfg.seq + 1), generator=gen).to(device)
+        fns = {name: train_step(m, batch, device, cfg.dtype) for name, m in models.items()}
+        timings = time_interleaved(fns, device, cfg.steps, cfg.warmup)
+        extra = {n: dict(params=sum(p.numel() for p in m.parameters()),
+                         active_params=getattr(m, "n_params_active", sum(p.numel() for p in m.parameters())))
+                 for n, m in models.items()}
+        rows += _rows("model", timings, "dense gpt", cfg.batch * cfg.seq, extra)
+    return rows
+
+
+def summary(rows: Sequence[dict[str, Any]]) -> list[str]:
+    by = {(r["group"], r["variant"]): r for r in rows}
+    lines = []
+    ours, dense = by.get(("layer", "ours")), by.get(("layer", "dense"))
+    hfs = [r for r in rows if r["group"] == "layer" and r["variant"].startswith("hf")]
+    if ours and hfs:
+        hf = min(hfs, key=lambda r: r["time_vs_baseline"])  # against Hugging Face's fastest implementation here
+        speedup = hf["time_vs_baseline"] / ours["time_vs_baseline"]
+        ok = "meets" if speedup >= LAYER_TARGET_VS_HF else "BELOW"
+        lines.append(f"layer vs HF MixtralSparseMoeBlock ({hf['variant']}, its fastest here): {speedup:.2f}x faster "
+                     f"({ok} target >= {LAYER_TARGET_VS_HF}x); HF takes {hf['time_vs_baseline']:.2f}x the dense MLP's time")
+    if ours and dense:
+        r = ours["time_vs_baseline"]
+        ok = "meets" if r <= LAYER_TARGET_VS_DENSE else "ABOVE"
+        lines.append(f"layer vs dense MLP with the same active params: {r:.2f}x its time "
+                     f"({ok} target <= {LAYER_TARGET_VS_DENSE}x)")
+    moe = by.get(("model", "moe"))
+    if moe:
+        lines.append(f"moe model vs dense gpt (same active params): tokens/s ratio {1 / moe['time_vs_baseline']:.2f} "
+                     f"({moe['params'] / 1e6:.2f}M params total, {moe['active_params'] / 1e6:.2f}M active)")
+    return lines
+
+
+def report(rows: Sequence[dict[str, Any]], cfg: BenchConfig) -> str:
+    device = describe_device(pick_device(cfg.device))
+    head = (f"MoE benchmark on {device}, {cfg.dtype}: {cfg.n_experts} experts, top-{cfg.top_k}, d_model {cfg.d_model}, "
+            f"expert hidden {cfg.hidden}; layer: {cfg.tokens} tokens fwd+bwd; model: L{cfg.layers} H{cfg.heads}, "
+            f"batch {cfg.batch}x{cfg.seq} train step; {cfg.steps} interleaved rounds, medians")
+    table = format_table(rows, [
+        Column("group", "group", align="<"), Column("variant", "variant", align="<"),
+        Column("params", "params", "{:,}"), Column("active_params", "active/token", "{:,}"),
+        Column("ms", "ms/call", "{:.1f}"), Column("tokens_per_s", "tokens/s", "{:,.0f}"),
+        Column("time_vs_baseline", "time vs baseline", "{:.2f}x"), Column("iqr", "IQR"),
+        Column("baseline", "baseline", align="<"),
+    ])
+    return "\n".join([head, "", table, "", *summary(rows)])
+
+
+def parse_args(argv: Sequence[str]) -> BenchConfig:
+    p = argparse.ArgumentParser(prog="archlab bench moe", description=__doc__.split("\n")[0])
+    d = BenchConfig()
+    for name in ("n_experts", "top_k", "d_model", "hidden", "tokens", "steps", "warmup", "layers", "heads",
+                 "batch", "seq", "vocab"):
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--no-model", action="store_true", help="only the layer benchmark")
+    p.add_argument("--hf-impls", default="eager,grouped_mm",
+                   help="comma-separated Hugging Face experts implementations: eager, grouped_mm, batched_mm")
+    a = p.parse_args(list(argv))
+    if a.top_k > a.n_experts or min(a.steps, a.tokens, a.n_experts) < 1:
+        p.error("need 1 <= top_k <= n_experts, steps >= 1, tokens >= 1")
+    values = {k: v for k, v in vars(a).items() if k not in ("no_model", "hf_impls")}
+    impls = tuple(i.strip() for i in a.hf_impls.split(",") if i.strip())
+    return BenchConfig(**values, model=not a.no_model, hf_impls=impls)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    cfg = parse_args(argv or [])
+    rows = run(cfg)
+    print(report(rows, cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(__import__("sys").argv[1:]))

@@ -1,0 +1,221 @@
+"""``archlab bench sparse``: forward+backward time and peak memory of each sparse attention pattern,
+as ratios against dense causal ``scaled_dot_product_attention`` at the same shapes, measured in the same run.
+
+Time: every pattern at a length is timed interleaved with the dense baseline (rotating order, medians,
+per-round paired ratios), so load on a shared machine cancels out of the ratio.
+Peak memory: each (pattern, length) runs once in a fresh subprocess; the figure is the rise of the
+process's peak resident set (VmHWM, reset through /proc/self/clear_refs just before the call, since a
+forked child starts with its parent's mark) over its resident set just before the call,
+i.e. everything the call allocated at its high point: activations saved for backward, gradients,
+working buffers (inputs q, k, v are allocated before and excluded; a short warm-up run first takes the
+one-off allocations of thread pools and kernels out of the figure). The dense masked score matrix is
+not run at long lengths (4 GiB at 16k); its size is given analytically: one fp32 (B, H, T, T) tensor.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import statistics
+import subprocess
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.nn import functional as F
+
+from .common import Column, describe_device, format_table, paired_ratio, time_interleaved
+
+PATTERNS = ("sliding_window", "longformer", "bigbird", "strided", "fixed", "lsh")
+DEFAULT_LENGTHS = (1024, 4096, 16384, 32768)
+
+
+def _attention_fn(kind: str, t: int, heads: int, head_dim: int, window: int, block: int) -> Callable:
+    """fn(q, k, v) -> out for one kind; shapes (1, H, T, D)."""
+    from framework.nn.sparse import SparseAttentionConfig, build_patterns, block_sparse_attention
+    from framework.nn.sparse.lsh import lsh_attention, make_rotations
+
+    if kind == "dense":
+        return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    cfg = SparseAttentionConfig(window=window, block_size=block, n_global=block, n_random=2,
+                                stride=window, n_summary=max(1, window // 16), chunk_size=block,
+                                n_buckets=max(2, 2 * (t // (2 * block))), n_hashes=2)
+    if kind == "lsh":
+        rot = make_rotations(head_dim, cfg.n_buckets, cfg.n_hashes, 0)
+        return lambda q, k, v: lsh_attention(q, v, rot, cfg.chunk_size, True)[0]
+    groups = build_patterns(kind, cfg, 0, heads, True, t)
+    for _, _, pattern in groups:
+        pattern.layout(t)  # built once per length, outside the timing (the model caches it too)
+
+    def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if len(groups) == 1:
+            return block_sparse_attention(q, k, v, groups[0][2])
+        return torch.cat([block_sparse_attention(q[:, h0:h1], k[:, h0:h1], v[:, h0:h1], p) for h0, h1, p in groups], 1)
+
+    return fn
+
+
+def _inputs(t: int, heads: int, head_dim: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(1, heads, t, head_dim, generator=g).requires_grad_() for _ in range(3)]
+
+
+def _step(fn: Callable, qkv: list[torch.Tensor]) -> None:
+    for x in qkv:
+        x.grad = None
+    fn(*qkv).sum().backward()
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def _reset_peak() -> bool:
+    """Reset this process's peak-RSS mark (Linux: ``5`` to /proc/self/clear_refs). Needed because a
+    forked child inherits its parent's high-water mark, which would swamp the figure."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _child(kind: str, t: int, heads: int, head_dim: int, window: int, block: int) -> None:
+    """Run one fwd+bwd in this (fresh) process and print the peak-RSS rise in bytes."""
+    # Warm up at a short length first: thread pools, kernels and autograd allocate once on first use.
+    short = min(t, 4 * max(block, 64))
+    _step(_attention_fn(kind, short, heads, head_dim, window, block), _inputs(short, heads, head_dim))
+    fn = _attention_fn(kind, t, heads, head_dim, window, block)
+    qkv = _inputs(t, heads, head_dim)
+    if not _reset_peak():
+        print(json.dumps({"peak_bytes": None}))
+        return
+    before = _rss_bytes()
+    _step(fn, qkv)
+    print(json.dumps({"peak_bytes": max(_peak_rss_bytes() - before, 0)}))
+
+
+def peak_memory(kind: str, t: int, heads: int, head_dim: int, window: int, block: int) -> int | None:
+    cmd = [sys.executable, "-m", "framework.bench.sparse", "--child", kind, str(t), str(heads), str(head_dim),
+           str(window), str(block), "--threads", str(torch.get_num_threads())]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        return None
+    peak = json.loads(done.stdout.strip().splitlines()[-1])["peak_bytes"]
+    return None if peak is None else int(peak)
+
+
+def _crossover(points: list[tuple[int, float]]) -> str:
+    """Length where speed-up crosses 1, interpolated in log-log between measured lengths."""
+    points = sorted(points)
+    if points and points[0][1] >= 1.0:
+        return f"<= {points[0][0]}"
+    for (t0, s0), (t1, s1) in zip(points, points[1:]):
+        if s0 < 1.0 <= s1:
+            a = math.log(s1) - math.log(s0)
+            frac = (0 - math.log(s0)) / a if a else 0.0
+            return f"~{round(math.exp(math.log(t0) + frac * (math.log(t1) - math.log(t0))))}"
+    return f"> {points[-1][0]}" if points else "-"
+
+
+def run(
+    lengths: tuple[int, ...] = (256, 512),
+    patterns: tuple[str, ...] = PATTERNS,
+    heads: int = 4,
+    head_dim: int = 64,
+    window: int = 64,
+    block: int = 32,
+    rounds: int = 2,
+    memory: bool = False,
+) -> list[dict[str, Any]]:
+    """One row per (length, pattern): median seconds, speed-up vs dense SDPA, memory ratios."""
+    rows: list[dict[str, Any]] = []
+    device = torch.device("cpu")
+    for t in lengths:
+        qkv = _inputs(t, heads, head_dim)
+        fns = {kind: _attention_fn(kind, t, heads, head_dim, window, block) for kind in ("dense", *patterns)}
+        n_rounds = rounds if t <= 4096 else max(1, rounds - 1)
+        timings = time_interleaved({k: (lambda f=f: _step(f, qkv)) for k, f in fns.items()}, device, n_rounds)
+        dense_mem = peak_memory("dense", t, heads, head_dim, window, block) if memory else None
+        score_matrix = heads * t * t * 4  # one fp32 (1, H, T, T) score matrix
+        for kind in patterns:
+            mem = peak_memory(kind, t, heads, head_dim, window, block) if memory else None
+            rows.append({
+                "t": t, "pattern": kind,
+                "dense_s": timings["dense"].median, "sparse_s": timings[kind].median,
+                "speedup": paired_ratio(timings["dense"], timings[kind]),
+                "mem_mb": None if mem is None else mem / 2**20,
+                "dense_mem_mb": None if dense_mem is None else dense_mem / 2**20,
+                "mem_vs_sdpa": None if (mem is None or not dense_mem) else mem / dense_mem,
+                "below_scores": None if not mem else score_matrix / mem,
+            })
+    for kind in patterns:
+        cross = _crossover([(r["t"], r["speedup"]) for r in rows if r["pattern"] == kind])
+        for r in rows:
+            if r["pattern"] == kind:
+                r["crossover"] = cross
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="archlab bench sparse", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=list(DEFAULT_LENGTHS))
+    parser.add_argument("--patterns", nargs="+", default=list(PATTERNS), choices=PATTERNS)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--block", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per variant (one fewer above 4k)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    parser.add_argument("--no-memory", action="store_true", help="skip the per-case peak-memory subprocesses")
+    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.child:
+        kind, *nums = args.child
+        _child(kind, *map(int, nums))
+        return 0
+    # 32k only when a dense score-free run of it fits comfortably: skip it on small-memory machines.
+    lengths = tuple(t for t in args.lengths if t < 32768 or _fits(t, args.heads))
+    print(f"# archlab bench sparse: causal attention fwd+bwd, B=1 H={args.heads} D={args.head_dim} fp32, "
+          f"window {args.window}, block {args.block}, {describe_device(torch.device('cpu'))}")
+    print("# speed-up = dense SDPA time / pattern time (median of per-round paired ratios); memory = peak RSS rise "
+          "of one fwd+bwd in a fresh subprocess; x_below_scores = one fp32 (H, T, T) score matrix / pattern peak")
+    rows = run(lengths, tuple(args.patterns), args.heads, args.head_dim, args.window, args.block, args.rounds,
+               memory=not args.no_memory)
+    print(format_table(rows, [
+        Column("t", "T"), Column("pattern", "pattern", align="<"),
+        Column("dense_s", "sdpa s", "{:.3f}"), Column("sparse_s", "sparse s", "{:.3f}"),
+        Column("speedup", "speed-up", "{:.2f}x"),
+        Column("dense_mem_mb", "sdpa MB", "{:.0f}"), Column("mem_mb", "sparse MB", "{:.0f}"),
+        Column("mem_vs_sdpa", "mem/sdpa", "{:.2f}"), Column("below_scores", "x_below_scores", "{:.1f}"),
+        Column("crossover", "crossover T", align="<"),
+    ]))
+    return 0
+
+
+def _fits(t: int, heads: int) -> bool:
+    """32k needs a few GiB of working memory at most; require 8 GiB available."""
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) for line in f}
+        return info.get("MemAvailable", 0) * 1024 > 8 * 2**30
+    except OSError:
+        return True
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

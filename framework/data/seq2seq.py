@@ -1,0 +1,235 @@
+"""Synthetic sequence-to-sequence tasks with exact answers, for encoder-decoder models (objective ``seq2seq``).
+
+Tokens: ``PAD = 0``, ``EOS = 1``, symbols ``2 .. vocab_size-1``. Every example is a source and a
+target, both ending in EOS, of varying length (so batches carry real padding):
+
+  copy      x_1..x_L EOS          -> x_1..x_L EOS
+  reverse   x_1..x_L EOS          -> x_L..x_1 EOS
+  sort      x_1..x_L EOS          -> sorted(x) EOS
+  addition  a + b EOS (digits)    -> a+b EOS   (digit d is token 2 + d, '+' is token 12; most significant first)
+
+with L uniform in [min_length, length] (for addition: each operand has 1..length digits).
+
+Batch format (every seq2seq datamodule, also span corruption on text; the model gets every key but ``labels``):
+  input_ids              (B, S) long  source, padded with PAD
+  attention_mask         (B, S) long  1 = source token, 0 = padding
+  decoder_input_ids      (B, T) long  decoder_start_token_id followed by target[:-1] (teacher forcing)
+  decoder_attention_mask (B, T) long  1 where the decoder input is real (= labels != -100)
+  labels                 (B, T) long  target (ending in EOS), -100 on padding
+Padding is on the right; S and T are fixed per datamodule (``source_len``, ``target_len``).
+Datamodule attributes: ``pad_token_id`` (0), ``eos_token_id`` (1), ``decoder_start_token_id`` (0,
+T5's convention: the decoder starts from PAD; it is never a target), ``source_len``, ``target_len``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .errors import DataConfigError, check_choice, check_int
+from .loaders import eval_loader, train_loader
+
+PAD, EOS, DECODER_START = 0, 1, 0
+FIRST_SYMBOL = 2
+PLUS = FIRST_SYMBOL + 10  # addition: digits are tokens 2..11, '+' is 12
+IGNORE = -100
+
+Seq2SeqTask = Literal["copy", "reverse", "sort", "addition"]
+SEQ2SEQ_TASKS: tuple[str, ...] = ("copy", "reverse", "sort", "addition")
+
+
+def task_lengths(task: str, length: int) -> tuple[int, int]:
+    """(source_len, target_len), EOS included, for ``length`` symbols (or operand digits)."""
+    if task == "addition":
+        return 2 * length + 2, length + 2  # a + b EOS -> up to length+1 digits EOS
+    return length + 1, length + 1
+
+
+def make_batch(
+    sources: list[list[int]], targets: list[list[int]], source_len: int, target_len: int
+) -> dict[str, torch.Tensor]:
+    """Pad token lists (each already ending in EOS) into the seq2seq batch format above."""
+    n = len(sources)
+    input_ids = torch.full((n, source_len), PAD, dtype=torch.long)
+    labels = torch.full((n, target_len), IGNORE, dtype=torch.long)
+    for i, (src, tgt) in enumerate(zip(sources, targets)):
+        input_ids[i, : len(src)] = torch.tensor(src)
+        labels[i, : len(tgt)] = torch.tensor(tgt)
+    return batch_from_padded(input_ids, input_ids != PAD, labels)
+
+
+def batch_from_padded(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Add the decoder inputs (shift right, start token in front) to (N, S) sources and (N, T) labels."""
+    target = labels.masked_fill(labels == IGNORE, PAD)
+    decoder_input_ids = torch.cat([torch.full_like(target[:, :1], DECODER_START), target[:, :-1]], dim=1)  # (N, T)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask.long(),
+        "decoder_input_ids": decoder_input_ids,
+        "decoder_attention_mask": (labels != IGNORE).long(),
+        "labels": labels,
+    }
+
+
+def _digits(values: torch.Tensor) -> list[list[int]]:
+    return [[FIRST_SYMBOL + int(c) for c in str(int(v))] for v in values]
+
+
+def generate_task(
+    task: str, n: int, vocab_size: int, length: int, min_length: int, generator: torch.Generator
+) -> dict[str, torch.Tensor]:
+    """``n`` examples of ``task`` in the batch format; the ``generator`` alone fixes the data."""
+    source_len, target_len = task_lengths(task, length)
+    if task == "addition":
+        # Operand digit counts uniform in [min_length, length], then values uniform among those counts.
+        def operands() -> torch.Tensor:
+            n_digits = torch.randint(min_length, length + 1, (n,), generator=generator)
+            low = torch.where(n_digits == 1, torch.zeros_like(n_digits), 10 ** (n_digits - 1))
+            span = 10**n_digits - low
+            return low + (torch.rand(n, generator=generator, dtype=torch.float64) * span).long()
+
+        a, b = operands(), operands()
+        sources = [x + [PLUS] + y + [EOS] for x, y in zip(_digits(a), _digits(b))]
+        targets = [s + [EOS] for s in _digits(a + b)]
+        return make_batch(sources, targets, source_len, target_len)
+    lengths = torch.randint(min_length, length + 1, (n,), generator=generator)
+    symbols = torch.randint(FIRST_SYMBOL, vocab_size, (n, length), generator=generator)  # (N, L)
+    sources, targets = [], []
+    for row, k in zip(symbols, lengths.tolist()):
+        x = row[:k]
+        y = x if task == "copy" else x.flip(0) if task == "reverse" else x.sort().values
+        sources.append(x.tolist() + [EOS])
+        targets.append(y.tolist() + [EOS])
+    return make_batch(sources, targets, source_len, target_len)
+
+
+class DictDataset(Dataset):
+    """Rows of equally long (N, ...) tensors, returned as dicts."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(next(iter(self.tensors.values())))
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.tensors.items()}
+
+
+class Seq2SeqDataModule(pl.LightningDataModule):
+    """Source -> target pairs with exact answers (see the module docstring for tasks and batch format).
+
+    task:       "copy" | "reverse" | "sort" | "addition".
+    vocab_size: tokens, PAD and EOS included (addition needs >= 13: digits are 2..11, '+' is 12).
+    seq_len:    the models' longest sequence: must be >= source_len and target_len.
+    length:     most symbols per source (addition: most digits per operand).
+    min_length: fewest symbols (digits); lengths vary uniformly in [min_length, length].
+    n_train, n_val: examples per split, generated once from different streams of ``seed``.
+    """
+
+    pad_token_id, eos_token_id, decoder_start_token_id = PAD, EOS, DECODER_START
+
+    def __init__(
+        self,
+        task: Seq2SeqTask = "reverse",
+        vocab_size: int = 18,
+        seq_len: int = 16,
+        length: int = 8,
+        min_length: int = 1,
+        n_train: int = 20_000,
+        n_val: int = 1_000,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        seed: int = 0,
+        objective: str = "seq2seq",
+    ) -> None:
+        super().__init__()
+        if objective != "seq2seq":
+            raise DataConfigError(
+                f"data=seq2seq builds encoder-decoder batches (objective 'seq2seq'); the model's objective is "
+                f"{objective!r}: use data=synthetic or a text source instead"
+            )
+        self.objective = objective
+        self.task = check_choice("task", task, SEQ2SEQ_TASKS)
+        self.vocab_size = check_int("vocab_size", vocab_size, 1)
+        self.seq_len = check_int("seq_len", seq_len, 2)
+        self.length = check_int("length", length, 1)
+        self.min_length = check_int("min_length", min_length, 1)
+        self.n_train = check_int("n_train", n_train, 1)
+        self.n_val = check_int("n_val", n_val, 1)
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.num_workers = check_int("num_workers", num_workers, 0)
+        self.seed = check_int("seed", seed, 0)
+        if self.min_length > self.length:
+            raise DataConfigError(f"data.min_length={min_length} exceeds data.length={length}")
+        needed = PLUS + 1 if task == "addition" else FIRST_SYMBOL + 2
+        if self.vocab_size < needed:
+            what = "PAD, EOS, 10 digits and '+'" if task == "addition" else "PAD, EOS and at least 2 symbols"
+            raise DataConfigError(
+                f"data.vocab_size={vocab_size} is too small for task {task!r}: it needs >= {needed} ({what})"
+            )
+        if task == "addition" and self.length > 15:
+            raise DataConfigError(f"data.length={length}: addition supports at most 15 digits per operand")
+        self.source_len, self.target_len = task_lengths(task, self.length)
+        if self.seq_len < max(self.source_len, self.target_len):
+            raise DataConfigError(
+                f"data.seq_len={seq_len} is too small for task {task!r} with length {length}: sources have up to "
+                f"{self.source_len} tokens and targets {self.target_len} (EOS included); use data.seq_len >= "
+                f"{max(self.source_len, self.target_len)}"
+            )
+        if self.batch_size > self.n_train:
+            raise DataConfigError(f"data.batch_size={batch_size} exceeds data.n_train={n_train}; use a smaller batch")
+        self.train_dataset: DictDataset | None = None
+        self.val_dataset: DictDataset | None = None
+
+    def _generate(self, n: int, stream: int) -> DictDataset:
+        g = torch.Generator().manual_seed(2 * self.seed + stream)  # train: stream 0, val: stream 1
+        return DictDataset(generate_task(self.task, n, self.vocab_size, self.length, self.min_length, g))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_dataset is None:
+            self.train_dataset = self._generate(self.n_train, 0)
+            self.val_dataset = self._generate(self.n_val, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        self.setup()
+        return train_loader(self.train_dataset, self.batch_size, self.num_workers, self.seed)
+
+    def val_dataloader(self) -> DataLoader:
+        self.setup()
+        return eval_loader(self.val_dataset, self.batch_size, self.num_workers)
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """addition: '12+34|' style ('|' = EOS, padding dropped); other tasks: space-separated ids with
+        '.' for PAD and '|' for EOS."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.flatten().tolist()
+        if self.task == "addition":
+            names = {EOS: "|", PLUS: "+", **{FIRST_SYMBOL + d: str(d) for d in range(10)}}
+            return "".join(names.get(int(i), "?") for i in ids if i != PAD)
+        return " ".join("." if i == PAD else "|" if i == EOS else str(int(i)) for i in ids)
+
+    def encode(self, text: str) -> list[int]:
+        """Parse ``decode``'s rendering back into ids (no EOS is added)."""
+        if self.task == "addition":
+            table = {"|": EOS, "+": PLUS, **{str(d): FIRST_SYMBOL + d for d in range(10)}}
+            bad = [c for c in text if c not in table and not c.isspace()]
+            if bad:
+                raise ValueError(f"cannot encode {bad[0]!r}: addition uses digits, '+' and '|'")
+            return [table[c] for c in text if not c.isspace()]
+        out = []
+        for tok in text.split():
+            if tok == ".":
+                out.append(PAD)
+            elif tok == "|":
+                out.append(EOS)
+            elif tok.isdigit() and int(tok) < self.vocab_size:
+                out.append(int(tok))
+            else:
+                raise ValueError(f"cannot encode {tok!r}: expected '.', '|' or an id below {self.vocab_size}")
+        return out

@@ -1,0 +1,162 @@
+"""Mixture-of-Experts feed-forward layer: a router, routed experts, optional shared experts.
+
+``MoEFeedForward(x)`` returns an ``MoEOutput``: the output plus its weighted auxiliary loss and its
+statistics as values (torchtune's idiom), so the enclosing model sums ``aux_loss`` into
+``ModelOutput.aux_loss`` and stacks the per-layer stats (``collect_moe_stats``) into ``ModelOutput.stats``.
+
+Dispatch: the router sorts assignments by expert; each expert runs once on a contiguous batch of its
+tokens (index_select), and outputs are scattered back with index_add. The loop is over experts, not
+tokens, so its Python cost does not grow with the number of tokens.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .feedforward import GatedMLP, MLP
+from .moe_config import MoEConfig
+from .moe_router import Router, Routing, capacity, expert_choice, token_choice
+
+
+@dataclass
+class MoEOutput:
+    """output: (B, T, C); aux_loss: weighted balance + z-loss (scalar); router_logits: (B*T, E);
+    stats: per-layer tensors (see ``MoEFeedForward.forward``)."""
+
+    output: torch.Tensor
+    aux_loss: torch.Tensor
+    router_logits: torch.Tensor
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def load_balance_loss(probs: torch.Tensor, requested: torch.Tensor) -> torch.Tensor:
+    """Switch loss E * sum_i f_i * P_i: f_i = fraction of assignments to expert i (no gradient),
+    P_i = mean router probability of expert i over tokens. probs: (N, E) of the routed tokens;
+    requested: (E,) assignment counts. Equals 1 when both are uniform; its minimum under uniform P."""
+    e = probs.shape[-1]
+    f = requested.float() / requested.sum().clamp(min=1)
+    return e * (f * probs.mean(0)).sum()
+
+
+def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
+    """ST-MoE router z-loss: mean over tokens of logsumexp(logits)^2; logits (N, E)."""
+    return torch.logsumexp(logits, dim=-1).pow(2).mean()
+
+
+def make_expert(activation: str, d_model: int, d_ff: int, bias: bool) -> nn.Module:
+    if activation == "swiglu":
+        return GatedMLP(d_model, d_ff, "silu", bias)
+    if activation == "gelu":
+        return MLP(d_model, d_ff, "gelu", bias)
+    raise ValueError(f"moe.activation: {activation!r} is not one of 'swiglu', 'gelu'")
+
+
+class MoEFeedForward(nn.Module):
+    """Routed experts (token choice or expert choice, capacity or dropless) + optional shared experts."""
+
+    def __init__(self, d_model: int, cfg: MoEConfig, d_ff: int | None = None, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.cfg = cfg
+        hidden = cfg.d_ff or d_ff
+        if hidden is None:
+            raise ValueError("moe.d_ff: set it, or give the layer the host's FFN width")
+        self.d_ff = hidden
+        self.router = Router(d_model, cfg.n_experts, cfg.jitter)
+        self.experts = nn.ModuleList(make_expert(cfg.activation, d_model, hidden, cfg.bias) for _ in range(cfg.n_experts))
+        # n shared experts of width d_ff are one FFN of width n * d_ff (their sum is the same function).
+        self.shared = (make_expert(cfg.activation, d_model, cfg.n_shared_experts * hidden, cfg.bias)
+                       if cfg.n_shared_experts else None)
+        self.dropout = nn.Dropout(dropout)
+
+    # ---- parameters -------------------------------------------------------------------------
+    def expert_params(self) -> int:
+        """Parameters of one routed expert."""
+        return sum(p.numel() for p in self.experts[0].parameters())
+
+    def inactive_params(self) -> int:
+        """Routed-expert parameters a token does not use: (E - k) experts (k = average for expert choice)."""
+        return (self.cfg.n_experts - self.cfg.top_k) * self.expert_params()
+
+    @torch.no_grad()
+    def init_weights(self, std: float, out_std: float | None = None) -> None:
+        """Normal init of every matrix (router and experts); ``out_std`` for the experts' output projections."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        if out_std is not None:
+            for expert in [*self.experts, *([self.shared] if self.shared is not None else [])]:
+                nn.init.normal_(expert.down_proj.weight, std=out_std)
+
+    # ---- forward ----------------------------------------------------------------------------
+    def route(self, logits: torch.Tensor, valid: torch.Tensor | None) -> Routing:
+        cfg, n = self.cfg, logits.shape[0]
+        n_tokens = n if valid is None else int(valid.sum())
+        limit = capacity(n_tokens, cfg.top_k, cfg.n_experts, cfg.capacity_factor(self.training))
+        if cfg.router == "expert_choice":
+            return expert_choice(logits, limit, valid)
+        return token_choice(logits, cfg.top_k, cfg.softmax_order, None if cfg.dropless else limit, valid)
+
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> MoEOutput:
+        """x: (B, T, C); attention_mask: (B, T) 1 = token, 0 = padding (padding is not routed).
+
+        stats (all detached): load (E,) fraction of requested assignments per expert; tokens_per_expert (E,)
+        computed assignments; dropped_frac, balance_loss, z_loss (unweighted), router_confidence (mean top-1
+        probability); coselect (E, E) fraction of tokens choosing both experts (token choice, k >= 2).
+        """
+        b, t, c = x.shape
+        flat = x.reshape(b * t, c)  # (N, C)
+        valid = None if attention_mask is None else attention_mask[:, -t:].reshape(-1).bool()
+        logits = self.router(flat)  # (N, E) float32
+        routing = self.route(logits, valid)
+
+        # Experts: one contiguous batch each, in expert order (the routing sorted them so).
+        xs = flat.index_select(0, routing.token_idx)  # (M, C)
+        chunks = xs.split(routing.counts.tolist())
+        ys = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, chunks)]) if len(xs) else xs
+        ys = ys * routing.gate.unsqueeze(-1).to(ys.dtype)  # (M, C)
+        out = torch.zeros((b * t, c), dtype=ys.dtype, device=x.device).index_add_(0, routing.token_idx, ys)
+        if self.shared is not None:
+            out = out + self.shared(flat)
+        out = self.dropout(out.to(x.dtype)).reshape(b, t, c)
+
+        probs = logits.softmax(-1)  # (N, E)
+        routed_probs = probs if valid is None else probs[valid]
+        balance = load_balance_loss(routed_probs, routing.requested)
+        z = router_z_loss(logits if valid is None else logits[valid])
+        aux = self.cfg.balance_loss_weight * balance + self.cfg.z_loss_weight * z
+        stats = self._stats(routing, routed_probs, balance, z, valid)
+        return MoEOutput(output=out, aux_loss=aux, router_logits=logits, stats=stats)
+
+    @torch.no_grad()
+    def _stats(self, routing: Routing, probs: torch.Tensor, balance: torch.Tensor, z: torch.Tensor,
+               valid: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        e = self.cfg.n_experts
+        requested = routing.requested.float()
+        stats = {
+            "load": requested / requested.sum().clamp(min=1),
+            "tokens_per_expert": routing.counts.detach(),
+            "dropped_frac": routing.dropped_frac.detach(),
+            "balance_loss": balance.detach(),
+            "z_loss": z.detach(),
+            "router_confidence": probs.max(-1).values.mean() if len(probs) else probs.new_zeros(()),
+        }
+        if routing.topk_experts is not None and routing.topk_experts.shape[-1] >= 2:
+            chosen = routing.topk_experts if valid is None else routing.topk_experts[valid]
+            hot = torch.zeros(len(chosen), e, device=probs.device).scatter_(1, chosen, 1.0)  # (N, E) multi-hot
+            stats["coselect"] = (hot.t() @ hot) / max(len(chosen), 1)  # (E, E)
+        return stats
+
+
+def collect_moe_stats(outputs: list[MoEOutput], prefix: str = "moe_") -> dict[str, torch.Tensor]:
+    """Stack per-layer stats into (n_moe_layers, ...) tensors named ``<prefix><stat>``, plus
+    ``hist_<prefix>load`` (E,): the expert load averaged over layers, logged as a W&B histogram."""
+    if not outputs:
+        return {}
+    keys = outputs[0].stats.keys()
+    stats = {f"{prefix}{k}": torch.stack([o.stats[k] for o in outputs]) for k in keys}
+    stats[f"hist_{prefix}load"] = stats[f"{prefix}load"].mean(0)
+    return stats

@@ -1,0 +1,138 @@
+"""What a static sparse pattern declares, and the block layout the kernel runs on.
+
+A pattern answers two questions:
+  * ``allowed(q_pos, k_pos)``: may query position i attend to key position j? (elementwise, broadcasting
+    position tensors; causality and "a query always sees itself" are part of it). The dense
+    ``mask(t)`` built from it is the test reference, never the implementation.
+  * ``candidate_keys(block, t)``: a superset of the keys any query of a query block may attend to,
+    so the kernel gathers O(w) keys per query instead of all t.
+Rows of ``global_queries(t)`` attend to every key; the kernel computes them apart, densely (O(g*t)).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Layout:
+    """Gather plan for one sequence length.
+
+    index: (NQB, K) key positions gathered for each query block (0 where ``valid`` is False);
+    mask:  (NQB, BS, K) bool, True where query (block, row) may attend to the gathered key;
+           rows past t and rows of global queries are all False;
+    global_rows: (G,) positions computed densely; pairs: number of (query, key) pairs attended.
+    """
+
+    index: torch.Tensor
+    mask: torch.Tensor
+    global_rows: torch.Tensor
+    pairs: int
+    block_size: int
+    t: int
+    offset: int | None = None  # set when block b's keys are the range b*BS + offset + [0, K): gathered as a view
+
+    @property
+    def bias(self) -> torch.Tensor:
+        """(NQB, BS, K) additive form of ``mask`` (0 allowed, -inf not), built once."""
+        if not hasattr(self, "_bias"):
+            self._bias = torch.zeros(self.mask.shape, device=self.mask.device).masked_fill(~self.mask, float("-inf"))
+        return self._bias
+
+
+class SparsePattern:
+    """Base class of the static patterns; subclasses set ``causal``/``block_size`` and override the hooks."""
+
+    name = "pattern"
+
+    def __init__(self, causal: bool, block_size: int) -> None:
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        self.causal, self.block_size = causal, block_size
+        self._layouts: dict[tuple[int, str], Layout] = {}
+
+    # ---- hooks --------------------------------------------------------------------------------
+    def allowed_pattern(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """The pattern's own rule, without causality or the diagonal (broadcasting int tensors)."""
+        raise NotImplementedError
+
+    def candidate_keys(self, block: int, t: int) -> torch.Tensor:
+        """Sorted, unique key positions (< t) covering every allowed key of query block ``block``."""
+        raise NotImplementedError
+
+    #: positions that are global: they attend to every key and every query attends to them
+    global_pos: torch.Tensor = torch.empty(0, dtype=torch.long)
+
+    def regular_offset(self) -> int | None:
+        """o when every block's candidates lie in b*BS + o + [0, K) for one o (window-like patterns):
+        the kernel then slices keys instead of gathering them."""
+        return None
+
+    def global_queries(self, t: int) -> torch.Tensor:
+        return self.global_pos[self.global_pos < t]
+
+    # ---- derived ------------------------------------------------------------------------------
+    def allowed(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        ok = self.allowed_pattern(q, k) | (q == k)
+        if len(self.global_pos):
+            g = self.global_pos.to(q.device)
+            ok = ok | torch.isin(q, g) | torch.isin(k, g)
+        if self.causal:
+            ok = ok & (k <= q)
+        return ok
+
+    def mask(self, t: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(T, T) bool reference mask: the test reference, O(t^2)."""
+        pos = torch.arange(t, device=device)
+        return self.allowed(pos[:, None], pos[None, :])
+
+    def layout(self, t: int, device: torch.device | str = "cpu") -> Layout:
+        key = (t, str(device))
+        if key not in self._layouts:
+            self._layouts[key] = self._build_layout(t, torch.device(device))
+        return self._layouts[key]
+
+    def _build_layout(self, t: int, device: torch.device) -> Layout:
+        bs = self.block_size
+        nqb = -(-t // bs)
+        cands = [self.candidate_keys(b, t) for b in range(nqb)]
+        width = -(-max(len(c) for c in cands) // 32) * 32  # round up: odd widths make bmm slow
+        offset = self.regular_offset()
+        if offset is not None:
+            span = max(int(c.max()) - b * bs - offset + 1 for b, c in enumerate(cands) if len(c))
+            width = -(-span // 32) * 32
+            index = torch.arange(nqb)[:, None] * bs + offset + torch.arange(width)[None, :]  # (NQB, K)
+            valid = (index >= 0) & (index < t)
+            index = index.clamp(0, t - 1)
+        else:
+            index = torch.zeros(nqb, width, dtype=torch.long)
+            valid = torch.zeros(nqb, width, dtype=torch.bool)
+            for b, c in enumerate(cands):
+                index[b, : len(c)] = c
+                valid[b, : len(c)] = True
+        q = torch.arange(nqb * bs).view(nqb, bs, 1)  # (NQB, BS, 1)
+        mask = self.allowed(q, index[:, None, :]) & valid[:, None, :] & (q < t)  # (NQB, BS, K)
+        g = self.global_queries(t)
+        pairs = 0
+        if len(g):
+            flat = mask.view(nqb * bs, width)
+            flat[g] = False  # computed densely instead
+            keys = torch.arange(t)
+            pairs = int(self.allowed(g[:, None], keys[None, :]).sum())
+        pairs += int(mask.sum())
+        return Layout(index.to(device), mask.to(device), g.to(device), pairs, bs, t, offset)
+
+
+def arange_clip(start: int, stop: int, t: int) -> torch.Tensor:
+    lo = max(start, 0)
+    return torch.arange(lo, max(lo, min(stop, t)), dtype=torch.long)
+
+
+def union(*parts: torch.Tensor) -> torch.Tensor:
+    return torch.unique(torch.cat(parts)) if parts else torch.empty(0, dtype=torch.long)
+
+
+def full_pairs(t: int, causal: bool) -> int:
+    """Pairs of full attention: t(t+1)/2 causal, t^2 bidirectional."""
+    return t * (t + 1) // 2 if causal else t * t

@@ -1,0 +1,189 @@
+"""Block-sparse attention kernel: each query block gathers only its candidate keys (``Layout``), so
+memory and time grow as O(t * K) with K ~ block + window, never O(t^2).
+
+A custom autograd function in the FlashAttention style: the forward keeps only the output and the
+log-sum-exp per query; the backward recomputes the scores chunk by chunk. Query blocks are processed
+in chunks whose score tensor holds about 1/8 of q's entries (at least ``MIN_CHUNK_ELEMS``): the
+working memory of a chunk (scores, gathered keys/values, their gradients) then stays below q's size,
+so the peak is a small multiple of the inputs, like dense SDPA's, and never O(t * K) at once.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+from .base import Layout, SparsePattern
+
+MIN_CHUNK_ELEMS = 1 << 16  # score entries per chunk (B * H * blocks * BS * K) at the least
+
+
+def _chunks(layout: Layout, b: int, h: int, d: int) -> list[tuple[int, int]]:
+    nqb, width = layout.index.shape
+    per_block = max(1, b * h * layout.block_size * width)
+    budget = max(MIN_CHUNK_ELEMS, b * h * layout.t * d // 8)
+    step = max(1, budget // per_block)
+    return [(c, min(c + step, nqb)) for c in range(0, nqb, step)]
+
+
+def _scores(
+    qc: torch.Tensor, kc: torch.Tensor, bias: torch.Tensor, q0: int, idx: torch.Tensor,
+    keep: torch.Tensor | None, slopes: torch.Tensor | None, scale: float,
+) -> torch.Tensor:
+    """Masked scores (B*H, NC, BS, K) in fp32 (fp64 for fp64 inputs) for query blocks starting at q0.
+
+    qc: (B, H, NC, BS, D); kc: (B, H, NC, K, D); bias: (NC, BS, K) additive mask (0 or -inf).
+    3-D ``bmm`` on transposed views avoids the copies a 5-D ``matmul`` would make."""
+    b, h, nc, bs, d = qc.shape
+    width = kc.shape[-2]
+    acc = torch.promote_types(qc.dtype, torch.float32)
+    s = torch.bmm(qc.reshape(-1, bs, d), kc.reshape(-1, width, d).transpose(1, 2)).to(acc)  # (B*H*NC, BS, K)
+    s = s.view(b, h, nc, bs, width).add_(bias)  # q arrives pre-scaled
+    if keep is not None:
+        # Padding keys are hidden, except a query's own position (as in dense SelfAttention).
+        qpos = torch.arange(q0, q0 + nc * bs, device=qc.device).view(nc, bs, 1)
+        kk = keep[:, idx][:, None, :, None, :] | (qpos == idx[:, None, :])  # (B, 1, NC, BS, K)
+        s = s.masked_fill_(~kk, float("-inf"))
+    if slopes is not None:  # ALiBi: -slope * distance
+        qpos = torch.arange(q0, q0 + nc * bs, device=qc.device).view(nc, bs, 1)
+        s = s.add_(slopes.view(1, -1, 1, 1, 1).to(acc) * (idx[:, None, :] - qpos).to(acc))
+    return s
+
+
+def _pad(x: torch.Tensor, n: int) -> torch.Tensor:
+    """x (B, H, T, D) with n zero rows appended (no copy when n == 0)."""
+    return F.pad(x, (0, 0, 0, n)) if n else x
+
+
+def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x (B, H, T, D), idx (NC, K) -> (B, H, NC, K, D); index_select beats advanced indexing here."""
+    return x.index_select(2, idx.reshape(-1)).view(*x.shape[:2], *idx.shape, x.shape[-1])
+
+
+def _keys(x: torch.Tensor, index: torch.Tensor, offset: int | None, c0: int, c1: int, bs: int) -> torch.Tensor:
+    """Keys/values of query blocks [c0, c1): (B, H, NC, K, D). Regular (window) layouts slice one range and
+    unfold it (a strided view, ~3x cheaper than a gather); others gather ``index``."""
+    if offset is None:
+        return _gather(x, index[c0:c1])
+    t, width = x.shape[2], index.shape[1]
+    lo, hi = c0 * bs + offset, (c1 - 1) * bs + offset + width  # key range of the chunk
+    part = x[:, :, max(lo, 0) : min(hi, t)]
+    part = F.pad(part, (0, 0, max(0, -lo), max(0, hi - t)))  # zero keys outside [0, t) are masked anyway
+    return part.unfold(2, width, bs).transpose(-1, -2)  # (B, H, NC, K, D) view
+
+
+def _bmm5(a: torch.Tensor, b: torch.Tensor, transpose_a: bool = False, transpose_b: bool = False) -> torch.Tensor:
+    """Batched matmul of (B, H, NC, X, Y) tensors through 3-D bmm on transposed views."""
+    lead = a.shape[:3]
+    a3 = a.reshape(-1, *a.shape[3:])
+    b3 = b.reshape(-1, *b.shape[3:])
+    if transpose_a:
+        a3 = a3.transpose(1, 2)
+    if transpose_b:
+        b3 = b3.transpose(1, 2)
+    out = torch.bmm(a3, b3)
+    return out.view(*lead, *out.shape[1:])
+
+
+def _rows(x: torch.Tensor, c0: int, c1: int, bs: int, scale: float | None = None) -> torch.Tensor:
+    """Query blocks [c0, c1) of x (B, H, T, D) as (B, H, NC, BS, D), zero rows past t; chunk-sized copies
+    only, so no whole-sequence temporary is ever made."""
+    b, h, t, d = x.shape
+    part = x[:, :, c0 * bs : min(c1 * bs, t)]
+    if scale is not None:
+        part = part * scale
+    part = _pad(part, (c1 - c0) * bs - part.shape[2])
+    return part.reshape(b, h, c1 - c0, bs, d)
+
+
+class _BlockSparse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, index, bias, keep, slopes, scale, chunks, offset):  # noqa: ANN001
+        b, h, t, d = q.shape
+        bs = bias.shape[1]
+        out = torch.empty_like(q)
+        lse = q.new_empty(b, h, bias.shape[0], bs, dtype=torch.promote_types(q.dtype, torch.float32))
+        for c0, c1 in chunks:
+            idx = index[c0:c1]  # (NC, K)
+            kc, vc = _keys(k, index, offset, c0, c1, bs), _keys(v, index, offset, c0, c1, bs)  # (B, H, NC, K, D)
+            s = _scores(_rows(q, c0, c1, bs, scale), kc, bias[c0:c1], c0 * bs, idx, keep, slopes, scale)
+            mx = s.amax(-1, keepdim=True)
+            mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))  # empty rows (padding past t)
+            p = s.sub_(mx).exp_()  # in place: s is not needed again
+            denom = p.sum(-1, keepdim=True)
+            o = _bmm5(p.to(v.dtype), vc).div_(denom.clamp_min(1e-30).to(v.dtype))  # (B, H, NC, BS, D)
+            e = min(c1 * bs, t)
+            out[:, :, c0 * bs : e] = o.flatten(2, 3)[:, :, : e - c0 * bs]
+            # Empty rows get lse=+inf, so the backward's exp(s - lse) is 0 there.
+            lse[:, :, c0:c1] = torch.where(denom > 0, mx + denom.clamp_min(1e-30).log(), float("inf")).squeeze(-1)
+        ctx.save_for_backward(q, k, v, out, lse, index, bias, keep, slopes)
+        ctx.scale, ctx.chunks, ctx.offset = scale, chunks, offset
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):  # noqa: ANN001
+        q, k, v, out, lse, index, bias, keep, slopes = ctx.saved_tensors
+        scale, chunks, offset = ctx.scale, ctx.chunks, ctx.offset
+        b, h, t, d = q.shape
+        bs = bias.shape[1]
+        acc = lse.dtype
+        dq = torch.empty(b, h, t, d, dtype=acc, device=q.device)
+        dk = torch.zeros(b, h, t, d, dtype=acc, device=q.device)
+        dv = torch.zeros(b, h, t, d, dtype=acc, device=q.device)
+        for c0, c1 in chunks:
+            idx = index[c0:c1]
+            kc, vc = _keys(k, index, offset, c0, c1, bs), _keys(v, index, offset, c0, c1, bs)  # (B, H, NC, K, D)
+            qc = _rows(q, c0, c1, bs, scale)  # (B, H, NC, BS, D), pre-scaled
+            doc = _rows(dout, c0, c1, bs).to(acc)
+            delta = (_rows(out, c0, c1, bs).to(acc) * doc).sum(-1)  # (B, H, NC, BS)
+            s = _scores(qc, kc, bias[c0:c1], c0 * bs, idx, keep, slopes, scale)
+            p = s.sub_(lse[:, :, c0:c1, :, None]).exp_()  # (B, H, NC, BS, K)
+            flat = idx.reshape(-1)
+            dv.index_add_(2, flat, _bmm5(p, doc, transpose_a=True).flatten(2, 3))
+            dp = _bmm5(doc, vc.to(acc), transpose_b=True)  # (B, H, NC, BS, K)
+            ds = dp.sub_(delta[..., None]).mul_(p)  # d(scores); the scale is applied to dq, dk below
+            e = min(c1 * bs, t)
+            dq[:, :, c0 * bs : e] = _bmm5(ds, kc.to(acc)).flatten(2, 3)[:, :, : e - c0 * bs]
+            dk.index_add_(2, flat, _bmm5(ds, qc.to(acc), transpose_a=True).flatten(2, 3))  # qc holds q * scale
+        return dq.mul_(scale).to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None, None
+
+
+def _dense_rows(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor, pattern: SparsePattern,
+    keep: torch.Tensor | None, slopes: torch.Tensor | None, scale: float,
+) -> torch.Tensor:
+    """Attention of the (few) global query rows over all keys: (B, H, G, D), O(g * t)."""
+    t = k.shape[-2]
+    keys = torch.arange(t, device=q.device)
+    allowed = pattern.allowed(rows[:, None], keys[None, :])  # (G, T)
+    acc = torch.promote_types(q.dtype, torch.float32)
+    s = (q[:, :, rows] @ k.transpose(-1, -2)).to(acc) * scale  # (B, H, G, T)
+    m = allowed[None, None]
+    if keep is not None:
+        m = m & (keep[:, None, None, :] | (rows[:, None] == keys[None, :]))
+    if slopes is not None:
+        s = s + slopes.view(1, -1, 1, 1) * (keys[None, :] - rows[:, None]).to(acc)
+    p = s.masked_fill(~m, float("-inf")).softmax(-1)
+    return (p.to(v.dtype) @ v)
+
+
+def block_sparse_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    pattern: SparsePattern,
+    key_padding: torch.Tensor | None = None,
+    alibi_slopes: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sparse attention of q, k, v (B, H, T, D) under ``pattern``; key_padding (B, T) 1 = token, 0 = pad.
+    Returns (B, H, T, D)."""
+    b, h, t, d = q.shape
+    layout = pattern.layout(t, q.device)
+    scale = 1.0 / math.sqrt(d)
+    keep = key_padding.bool() if key_padding is not None else None
+    out = _BlockSparse.apply(q, k, v, layout.index, layout.bias, keep, alibi_slopes, scale, _chunks(layout, b, h, d), layout.offset)
+    if len(layout.global_rows):
+        rows = layout.global_rows
+        out = out.index_copy(2, rows, _dense_rows(q, k, v, rows, pattern, keep, alibi_slopes, scale).to(out.dtype))
+    return out

@@ -1,0 +1,38 @@
+"""Attention-pattern picture: which keys each query attends to, for a short sequence (PNG / W&B image)."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import torch
+
+
+def pattern_png(masks: dict[str, torch.Tensor], title: str = "") -> bytes:
+    """PNG of (T, T) bool masks side by side (row = query, column = key)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(masks)
+    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.4), squeeze=False)
+    for ax, (name, mask) in zip(axes[0], masks.items()):
+        ax.imshow(mask.cpu().numpy(), cmap="Greys", interpolation="nearest", vmin=0, vmax=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("key")
+        ax.set_ylabel("query")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def png_to_array(png: bytes) -> np.ndarray:
+    """(H, W, C) uint8 array of a PNG, as W&B's image logging takes."""
+    import matplotlib.image as mpimg
+
+    arr = mpimg.imread(io.BytesIO(png), format="png")
+    return (arr * 255).astype(np.uint8) if arr.dtype != np.uint8 else arr

@@ -1,0 +1,1 @@
+"""Hydra options of the bert plugin: model/bert.yaml and presets."""

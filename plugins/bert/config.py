@@ -1,0 +1,49 @@
+"""BertConfig: every option of the encoder-only plugin, one line of meaning each."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from framework.config_schema import check
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 256         # token ids are in [0, vocab_size), [MASK] included (the data decides its id)
+    d_model: int = 128            # residual stream width (BERT's hidden_size)
+    n_layers: int = 4             # encoder blocks
+    n_heads: int = 4              # attention heads; head_dim = d_model / n_heads
+    d_ff: int | None = None       # hidden width of the FFN; null = 4*d_model (BERT's intermediate_size)
+    dropout: float = 0.1          # on embeddings, attention probabilities and residual branches (BERT: 0.1)
+    max_seq_len: int = 256        # longest input (size of the learned position table)
+    position: Literal["learned", "rope"] = "learned"  # learned absolute positions (BERT) or rotary in attention
+    type_vocab_size: int = 2      # token-type (segment) ids in [0, type_vocab_size); 0 disables the table
+    norm_eps: float = 1e-12       # LayerNorm epsilon (BERT: 1e-12)
+    activation: Literal["gelu", "gelu_tanh", "relu", "silu"] = "gelu"  # FFN and MLM-head transform (BERT: exact gelu)
+    pre_norm: bool = False        # false: post-LN as in BERT, norm(x + f(x)); true: x + f(norm(x)) and a final norm
+    tie_weights: bool = True      # MLM decoder shares the token embedding matrix (it keeps its own bias)
+    pooling: Literal["cls", "mean"] = "cls"  # encode(): first position's state, or the mean over real tokens
+    init_std: float = 0.02        # std of the normal initialisation
+
+    def __post_init__(self) -> None:
+        check(self.vocab_size >= 2, "vocab_size", f"must be >= 2, got {self.vocab_size}")
+        for name in ("d_model", "n_layers", "n_heads", "max_seq_len"):
+            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        check(self.d_model % self.n_heads == 0, "d_model",
+              f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.d_ff is not None:
+            check(self.d_ff >= 1, "d_ff", f"must be >= 1, got {self.d_ff}")
+        check(self.type_vocab_size >= 0, "type_vocab_size", f"must be >= 0, got {self.type_vocab_size}")
+        check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps}")
+        check(self.init_std > 0, "init_std", f"must be > 0, got {self.init_std}")
+        if self.position == "rope":
+            check((self.d_model // self.n_heads) % 2 == 0, "position", "rope needs an even head_dim (d_model / n_heads)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def ffn_hidden(self) -> int:
+        return self.d_ff if self.d_ff is not None else 4 * self.d_model

@@ -1,0 +1,20 @@
+"""Metrics the bert plugin contributes (logged as bert/<name>/...)."""
+from __future__ import annotations
+
+from torchmetrics import Metric
+
+from framework.metrics import LayerMean
+
+from .config import BertConfig
+
+
+def bert_metrics(cfg: BertConfig) -> dict[str, Metric]:
+    n = cfg.n_layers
+    return {
+        # RMS of the residual stream after each block (post-LN keeps it near 1; pre-norm lets it grow).
+        "residual_rms": LayerMean("residual_rms", n),
+        # Empirical attention sparsity on validation batches, the same measure as every other plugin:
+        # entropy / log(allowed keys) per layer (1 = uniform) and the mass in each query's top-k keys.
+        "attn_entropy": LayerMean("attn_entropy_norm", n, optional=True),
+        "attn_topk_mass": LayerMean("attn_topk_mass", n, optional=True),
+    }

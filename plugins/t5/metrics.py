@@ -1,0 +1,46 @@
+"""Metrics the t5 plugin contributes (logged as t5/<name>/...)."""
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric
+
+from framework.metrics import LayerMean
+
+from .config import T5Config
+
+
+class BucketMean(Metric):
+    """Mean relative-position bias per bucket (over heads): which distances the model favours.
+
+    compute() -> {"bucket0": ..., ..., "near_minus_far": bucket 0 minus the last bucket}."""
+
+    full_state_update = False
+
+    def __init__(self, key: str, n_buckets: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.key = key
+        self.add_state("total", default=torch.zeros(n_buckets, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, stats: dict[str, torch.Tensor]) -> None:
+        self.total += stats[self.key].detach().to(self.total.device, torch.float64)
+        self.count += 1
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        mean = (self.total / self.count.clamp(min=1)).float()
+        out = {f"bucket{i}": v for i, v in enumerate(mean)}
+        out["near_minus_far"] = mean[0] - mean[-1]
+        return out
+
+
+def t5_metrics(cfg: T5Config) -> dict[str, Metric]:
+    enc, dec = cfg.n_layers, cfg.decoder_layers
+    out: dict[str, Metric] = {
+        "rel_bias_encoder": BucketMean("rel_bias_encoder", cfg.relative_buckets),
+        "rel_bias_decoder": BucketMean("rel_bias_decoder", cfg.relative_buckets),
+    }
+    # Attention sparsity per layer on validation batches: encoder self, decoder self, cross.
+    for part, n in (("enc", enc), ("dec_self", dec), ("cross", dec)):
+        out[f"{part}_attn_entropy"] = LayerMean(f"{part}_attn_entropy_norm", n, optional=True)
+        out[f"{part}_attn_topk_mass"] = LayerMean(f"{part}_attn_topk_mass", n, optional=True)
+    return out

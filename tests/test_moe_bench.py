@@ -1,0 +1,37 @@
+"""Smoke test of ``archlab bench moe`` at a tiny size (1 timed round)."""
+from __future__ import annotations
+
+import pytest
+
+from framework.bench import run_bench
+
+pytest.importorskip("transformers")
+
+from framework.bench.moe import BenchConfig, parse_args, run, summary  # noqa: E402
+
+TINY = dict(n_experts=4, top_k=2, d_model=16, hidden=32, tokens=32, steps=1, warmup=1, layers=1, heads=2,
+            batch=2, seq=8, vocab=32, device="cpu")
+
+
+def test_run_rows_and_matched_active_params() -> None:
+    rows = run(BenchConfig(**TINY))
+    by = {(r["group"], r["variant"]): r for r in rows}
+    assert set(by) == {("layer", "ours"), ("layer", "hf eager"), ("layer", "hf grouped_mm"), ("layer", "dense"),
+                       ("model", "moe"), ("model", "dense gpt")}
+    # Same parameters as HF's block; the dense MLP has the MoE's active parameters (router aside).
+    assert by["layer", "ours"]["params"] == by["layer", "hf eager"]["params"]
+    assert by["layer", "ours"]["active_params"] == by["layer", "dense"]["params"] + 4 * 16
+    assert by["model", "moe"]["active_params"] == by["model", "dense gpt"]["params"] + 4 * 16  # 1 layer: + router
+    assert by["layer", "dense"]["time_vs_baseline"] == 1.0 and all(r["ms"] > 0 for r in rows)
+    lines = summary(rows)
+    assert lines[0].startswith("layer vs HF MixtralSparseMoeBlock") and lines[2].startswith("moe model vs dense gpt")
+
+
+def test_cli_prints_table(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--n-experts", "4", "--d-model", "16", "--hidden", "32", "--tokens", "32", "--steps", "1", "--warmup", "1",
+            "--no-model", "--hf-impls", "eager", "--device", "cpu"]
+    assert run_bench(["moe", *args]) == 0
+    out = capsys.readouterr().out
+    assert "hf eager" in out and "time vs baseline" in out and "dense gpt" not in out
+    with pytest.raises(SystemExit):
+        parse_args(["--top-k", "9"])

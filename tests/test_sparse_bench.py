@@ -1,0 +1,34 @@
+"""``archlab bench sparse`` at toy sizes: one row per (length, pattern), ratios against dense SDPA,
+a crossover column, and the peak-memory subprocess."""
+from __future__ import annotations
+
+import pytest
+
+from framework.bench import BENCHMARKS
+from framework.bench.sparse import PATTERNS, _crossover, main, peak_memory, run
+
+
+def test_run_gives_ratios_against_dense_for_every_pattern() -> None:
+    rows = run(lengths=(96, 160), window=16, block=16, rounds=1)
+    assert [(r["t"], r["pattern"]) for r in rows] == [(t, p) for t in (96, 160) for p in PATTERNS]
+    for row in rows:
+        assert row["speedup"] > 0 and row["dense_s"] > 0 and row["sparse_s"] > 0
+        assert row["crossover"]
+
+
+def test_crossover_interpolates_between_lengths() -> None:
+    assert _crossover([(1024, 0.5), (4096, 2.0)]) == "~2048"
+    assert _crossover([(1024, 1.5), (4096, 3.0)]) == "<= 1024"
+    assert _crossover([(1024, 0.2), (4096, 0.5)]) == "> 4096"
+
+
+def test_peak_memory_subprocess_reports_bytes() -> None:
+    assert peak_memory("sliding_window", 512, 2, 16, 32, 32) > 0
+
+
+def test_cli_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "sparse" in BENCHMARKS
+    assert main(["--lengths", "64", "--patterns", "sliding_window", "lsh", "--window", "8", "--block", "8",
+                 "--rounds", "1", "--no-memory"]) == 0
+    out = capsys.readouterr().out
+    assert "speed-up" in out and "crossover" in out and "sliding_window" in out
