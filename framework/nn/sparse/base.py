@@ -32,6 +32,7 @@ class Layout:
     block_size: int
     t: int
     offset: int | None = None  # set when block b's keys are the range b*BS + offset + [0, K): gathered as a view
+    qperm: torch.Tensor | None = None  # (NQB*BS,) query position of each block row (t = padding); None: in order
 
     @property
     def bias(self) -> torch.Tensor:
@@ -69,6 +70,15 @@ class SparsePattern:
         the kernel then slices keys instead of gathering them."""
         return None
 
+    def query_order(self, t: int) -> torch.Tensor | None:
+        """Positions in the order queries are grouped into blocks; None keeps position order. Patterns
+        whose keys depend on i mod l (strided) group queries of one residue, so a block needs few keys."""
+        return None
+
+    def candidate_keys_for(self, queries: torch.Tensor, t: int) -> torch.Tensor:
+        """Candidates for an arbitrary query set (used with ``query_order``)."""
+        raise NotImplementedError
+
     def global_queries(self, t: int) -> torch.Tensor:
         return self.global_pos[self.global_pos < t]
 
@@ -96,7 +106,11 @@ class SparsePattern:
     def _build_layout(self, t: int, device: torch.device) -> Layout:
         bs = self.block_size
         nqb = -(-t // bs)
-        cands = [self.candidate_keys(b, t) for b in range(nqb)]
+        order = self.query_order(t)
+        if order is not None:
+            cands = [self.candidate_keys_for(order[b * bs : (b + 1) * bs], t) for b in range(nqb)]
+        else:
+            cands = [self.candidate_keys(b, t) for b in range(nqb)]
         width = -(-max(len(c) for c in cands) // 32) * 32  # round up: odd widths make bmm slow
         offset = self.regular_offset()
         if offset is not None:
@@ -111,7 +125,11 @@ class SparsePattern:
             for b, c in enumerate(cands):
                 index[b, : len(c)] = c
                 valid[b, : len(c)] = True
-        q = torch.arange(nqb * bs).view(nqb, bs, 1)  # (NQB, BS, 1)
+        q = torch.arange(nqb * bs)
+        if order is not None:
+            q = torch.cat([order, torch.full((nqb * bs - t,), t)])  # padding rows get position t
+        qperm = q if order is not None else None
+        q = q.view(nqb, bs, 1)  # (NQB, BS, 1) query positions
         mask = self.allowed(q, index[:, None, :]) & valid[:, None, :] & (q < t)  # (NQB, BS, K)
         g = self.global_queries(t)
         pairs = 0
@@ -121,7 +139,8 @@ class SparsePattern:
             keys = torch.arange(t)
             pairs = int(self.allowed(g[:, None], keys[None, :]).sum())
         pairs += int(mask.sum())
-        return Layout(index.to(device), mask.to(device), g.to(device), pairs, bs, t, offset)
+        return Layout(index.to(device), mask.to(device), g.to(device), pairs, bs, t, offset,
+                      None if qperm is None else qperm.to(device))
 
 
 def arange_clip(start: int, stop: int, t: int) -> torch.Tensor:

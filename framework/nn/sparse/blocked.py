@@ -28,10 +28,10 @@ def _chunks(layout: Layout, b: int, h: int, d: int) -> list[tuple[int, int]]:
 
 
 def _scores(
-    qc: torch.Tensor, kc: torch.Tensor, bias: torch.Tensor, q0: int, idx: torch.Tensor,
+    qc: torch.Tensor, kc: torch.Tensor, bias: torch.Tensor, qpos: torch.Tensor, idx: torch.Tensor,
     keep: torch.Tensor | None, slopes: torch.Tensor | None, scale: float,
 ) -> torch.Tensor:
-    """Masked scores (B*H, NC, BS, K) in fp32 (fp64 for fp64 inputs) for query blocks starting at q0.
+    """Masked scores (B, H, NC, BS, K) in fp32 (fp64 for fp64 inputs); qpos (NC, BS, 1) query positions.
 
     qc: (B, H, NC, BS, D); kc: (B, H, NC, K, D); bias: (NC, BS, K) additive mask (0 or -inf).
     3-D ``bmm`` on transposed views avoids the copies a 5-D ``matmul`` would make."""
@@ -42,11 +42,9 @@ def _scores(
     s = s.view(b, h, nc, bs, width).add_(bias)  # q arrives pre-scaled
     if keep is not None:
         # Padding keys are hidden, except a query's own position (as in dense SelfAttention).
-        qpos = torch.arange(q0, q0 + nc * bs, device=qc.device).view(nc, bs, 1)
         kk = keep[:, idx][:, None, :, None, :] | (qpos == idx[:, None, :])  # (B, 1, NC, BS, K)
         s = s.masked_fill_(~kk, float("-inf"))
     if slopes is not None:  # ALiBi: -slope * distance
-        qpos = torch.arange(q0, q0 + nc * bs, device=qc.device).view(nc, bs, 1)
         s = s.add_(slopes.view(1, -1, 1, 1, 1).to(acc) * (idx[:, None, :] - qpos).to(acc))
     return s
 
@@ -86,10 +84,34 @@ def _bmm5(a: torch.Tensor, b: torch.Tensor, transpose_a: bool = False, transpose
     return out.view(*lead, *out.shape[1:])
 
 
-def _rows(x: torch.Tensor, c0: int, c1: int, bs: int, scale: float | None = None) -> torch.Tensor:
+def _qpos(qperm: torch.Tensor | None, c0: int, c1: int, bs: int, device: torch.device) -> torch.Tensor:
+    """(NC, BS, 1) query positions of blocks [c0, c1)."""
+    if qperm is None:
+        return torch.arange(c0 * bs, c1 * bs, device=device).view(c1 - c0, bs, 1)
+    return qperm[c0 * bs : c1 * bs].view(c1 - c0, bs, 1)
+
+
+def _store(dst: torch.Tensor, rows: torch.Tensor, c0: int, c1: int, bs: int, qperm: torch.Tensor | None) -> None:
+    """Write block rows (B, H, NC, BS, D) of blocks [c0, c1) back to their positions in dst (B, H, T, D)."""
+    t = dst.shape[2]
+    e = min(c1 * bs, t)
+    flat = rows.flatten(2, 3)[:, :, : e - c0 * bs]
+    if qperm is None:
+        dst[:, :, c0 * bs : e] = flat
+    else:  # padding rows sit at the end of the order, past e
+        dst.index_copy_(2, qperm[c0 * bs : e], flat.to(dst.dtype))
+
+
+def _rows(
+    x: torch.Tensor, c0: int, c1: int, bs: int, scale: float | None = None, qperm: torch.Tensor | None = None
+) -> torch.Tensor:
     """Query blocks [c0, c1) of x (B, H, T, D) as (B, H, NC, BS, D), zero rows past t; chunk-sized copies
     only, so no whole-sequence temporary is ever made."""
     b, h, t, d = x.shape
+    if qperm is not None:
+        part = x.index_select(2, qperm[c0 * bs : c1 * bs].clamp(max=t - 1))
+        part = part * scale if scale is not None else part
+        return part.view(b, h, c1 - c0, bs, d)
     part = x[:, :, c0 * bs : min(c1 * bs, t)]
     if scale is not None:
         part = part * scale
@@ -99,7 +121,7 @@ def _rows(x: torch.Tensor, c0: int, c1: int, bs: int, scale: float | None = None
 
 class _BlockSparse(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, index, bias, keep, slopes, scale, chunks, offset):  # noqa: ANN001
+    def forward(ctx, q, k, v, index, bias, keep, slopes, scale, chunks, offset, qperm):  # noqa: ANN001
         b, h, t, d = q.shape
         bs = bias.shape[1]
         out = torch.empty_like(q)
@@ -107,23 +129,23 @@ class _BlockSparse(torch.autograd.Function):
         for c0, c1 in chunks:
             idx = index[c0:c1]  # (NC, K)
             kc, vc = _keys(k, index, offset, c0, c1, bs), _keys(v, index, offset, c0, c1, bs)  # (B, H, NC, K, D)
-            s = _scores(_rows(q, c0, c1, bs, scale), kc, bias[c0:c1], c0 * bs, idx, keep, slopes, scale)
+            qpos = _qpos(qperm, c0, c1, bs, q.device)
+            s = _scores(_rows(q, c0, c1, bs, scale, qperm), kc, bias[c0:c1], qpos, idx, keep, slopes, scale)
             mx = s.amax(-1, keepdim=True)
             mx = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))  # empty rows (padding past t)
             p = s.sub_(mx).exp_()  # in place: s is not needed again
             denom = p.sum(-1, keepdim=True)
             o = _bmm5(p.to(v.dtype), vc).div_(denom.clamp_min(1e-30).to(v.dtype))  # (B, H, NC, BS, D)
-            e = min(c1 * bs, t)
-            out[:, :, c0 * bs : e] = o.flatten(2, 3)[:, :, : e - c0 * bs]
+            _store(out, o, c0, c1, bs, qperm)
             # Empty rows get lse=+inf, so the backward's exp(s - lse) is 0 there.
             lse[:, :, c0:c1] = torch.where(denom > 0, mx + denom.clamp_min(1e-30).log(), float("inf")).squeeze(-1)
-        ctx.save_for_backward(q, k, v, out, lse, index, bias, keep, slopes)
+        ctx.save_for_backward(q, k, v, out, lse, index, bias, keep, slopes, qperm)
         ctx.scale, ctx.chunks, ctx.offset = scale, chunks, offset
         return out
 
     @staticmethod
     def backward(ctx, dout):  # noqa: ANN001
-        q, k, v, out, lse, index, bias, keep, slopes = ctx.saved_tensors
+        q, k, v, out, lse, index, bias, keep, slopes, qperm = ctx.saved_tensors
         scale, chunks, offset = ctx.scale, ctx.chunks, ctx.offset
         b, h, t, d = q.shape
         bs = bias.shape[1]
@@ -134,19 +156,18 @@ class _BlockSparse(torch.autograd.Function):
         for c0, c1 in chunks:
             idx = index[c0:c1]
             kc, vc = _keys(k, index, offset, c0, c1, bs), _keys(v, index, offset, c0, c1, bs)  # (B, H, NC, K, D)
-            qc = _rows(q, c0, c1, bs, scale)  # (B, H, NC, BS, D), pre-scaled
-            doc = _rows(dout, c0, c1, bs).to(acc)
-            delta = (_rows(out, c0, c1, bs).to(acc) * doc).sum(-1)  # (B, H, NC, BS)
-            s = _scores(qc, kc, bias[c0:c1], c0 * bs, idx, keep, slopes, scale)
+            qc = _rows(q, c0, c1, bs, scale, qperm)  # (B, H, NC, BS, D), pre-scaled
+            doc = _rows(dout, c0, c1, bs, None, qperm).to(acc)
+            delta = (_rows(out, c0, c1, bs, None, qperm).to(acc) * doc).sum(-1)  # (B, H, NC, BS)
+            s = _scores(qc, kc, bias[c0:c1], _qpos(qperm, c0, c1, bs, q.device), idx, keep, slopes, scale)
             p = s.sub_(lse[:, :, c0:c1, :, None]).exp_()  # (B, H, NC, BS, K)
             flat = idx.reshape(-1)
             dv.index_add_(2, flat, _bmm5(p, doc, transpose_a=True).flatten(2, 3))
             dp = _bmm5(doc, vc.to(acc), transpose_b=True)  # (B, H, NC, BS, K)
             ds = dp.sub_(delta[..., None]).mul_(p)  # d(scores); the scale is applied to dq, dk below
-            e = min(c1 * bs, t)
-            dq[:, :, c0 * bs : e] = _bmm5(ds, kc.to(acc)).flatten(2, 3)[:, :, : e - c0 * bs]
+            _store(dq, _bmm5(ds, kc.to(acc)), c0, c1, bs, qperm)
             dk.index_add_(2, flat, _bmm5(ds, qc.to(acc), transpose_a=True).flatten(2, 3))  # qc holds q * scale
-        return dq.mul_(scale).to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None, None
+        return dq.mul_(scale).to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None, None, None
 
 
 def _dense_rows(
@@ -182,7 +203,7 @@ def block_sparse_attention(
     layout = pattern.layout(t, q.device)
     scale = 1.0 / math.sqrt(d)
     keep = key_padding.bool() if key_padding is not None else None
-    out = _BlockSparse.apply(q, k, v, layout.index, layout.bias, keep, alibi_slopes, scale, _chunks(layout, b, h, d), layout.offset)
+    out = _BlockSparse.apply(q, k, v, layout.index, layout.bias, keep, alibi_slopes, scale, _chunks(layout, b, h, d), layout.offset, layout.qperm)
     if len(layout.global_rows):
         rows = layout.global_rows
         out = out.index_copy(2, rows, _dense_rows(q, k, v, rows, pattern, keep, alibi_slopes, scale).to(out.dtype))

@@ -37,6 +37,16 @@ class Strided(SparsePattern):
     def regular_offset(self) -> int | None:
         return -(self.stride - 1) if self.part == "local" else None
 
+    def query_order(self, t: int) -> torch.Tensor | None:
+        if self.part == "local":
+            return None
+        pos = torch.arange(t)
+        return pos[torch.argsort(pos.remainder(self.stride) * t + pos)]  # by residue, then position
+
+    def candidate_keys_for(self, queries: torch.Tensor, t: int) -> torch.Tensor:
+        keys = torch.arange(int(queries.max()) + 1 if self.causal else t)
+        return keys[torch.isin(keys.remainder(self.stride), queries.remainder(self.stride))]
+
 
 class Fixed(SparsePattern):
     def __init__(

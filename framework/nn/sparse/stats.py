@@ -5,14 +5,12 @@ import math
 
 import torch
 
-from .base import SparsePattern
+from .base import SparsePattern, full_pairs
 from .lsh import LSHPlan
 
 
 def density(pattern: SparsePattern, t: int) -> float:
     """Pairs the kernel computes / pairs of full attention (t(t+1)/2 causal, t^2 bidirectional)."""
-    from .base import full_pairs
-
     return pattern.layout(t).pairs / full_pairs(t, pattern.causal)
 
 
@@ -28,8 +26,9 @@ def receptive_field(layers: list[list[tuple[int, int, SparsePattern]]], t: int, 
         for _, _, pattern in groups:
             lay = pattern.layout(t)
             nqb, bs, width = lay.mask.shape
+            rows = lay.qperm if lay.qperm is not None else torch.arange(nqb * bs)
             active = torch.zeros(nqb * bs, dtype=torch.bool)
-            active[:t] = reach
+            active[rows < t] = reach[rows[rows < t]]
             hit = lay.mask & active.view(nqb, bs, 1)  # (NQB, BS, K)
             keys = lay.index[:, None, :].expand_as(hit)[hit]
             nxt[keys] = True
