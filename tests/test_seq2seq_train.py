@@ -26,7 +26,7 @@ def test_trains_on_synthetic_seq2seq_and_logs_plugin_metrics(model, tmp_path):
         assert 0 <= metrics[f"{name}/{part}_attn_entropy/mean"] <= 1
         assert 0 < metrics[f"{name}/{part}_attn_topk_mass/mean"] <= 1
     if name == "t5":
-        assert f"t5/rel_bias_encoder/bucket0" in metrics and "t5/rel_bias_decoder/near_minus_far" in metrics
+        assert "t5/rel_bias_encoder/bucket0" in metrics and "t5/rel_bias_decoder/near_minus_far" in metrics
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 

@@ -6,8 +6,6 @@ runs in all: one rich run shared by most tests, two sequential runs, one via Wan
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import struct
 import subprocess
 import sys

@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import resource
-import statistics
 import subprocess
 import sys
 from collections.abc import Callable

@@ -1,10 +1,11 @@
 """BertConfig: every option of the encoder-only plugin, one line of meaning each."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from framework.config_schema import check
+from framework.nn.sparse.config import AttentionKind, SparseAttentionConfig, check_attention
 
 
 @dataclass
@@ -22,6 +23,8 @@ class BertConfig:
     activation: Literal["gelu", "gelu_tanh", "relu", "silu"] = "gelu"  # FFN and MLM-head transform (BERT: exact gelu)
     pre_norm: bool = False        # false: post-LN as in BERT, norm(x + f(x)); true: x + f(norm(x)) and a final norm
     tie_weights: bool = True      # MLM decoder shares the token embedding matrix (it keeps its own bias)
+    attention: AttentionKind = "dense"  # dense SDPA, or a sparse kind (sliding_window, longformer, bigbird, ...), bidirectional
+    sparse: SparseAttentionConfig = field(default_factory=SparseAttentionConfig)  # options of the sparse kinds
     pooling: Literal["cls", "mean"] = "cls"  # encode(): first position's state, or the mean over real tokens
     init_std: float = 0.02        # std of the normal initialisation
 
@@ -35,6 +38,7 @@ class BertConfig:
             check(self.d_ff >= 1, "d_ff", f"must be >= 1, got {self.d_ff}")
         check(self.type_vocab_size >= 0, "type_vocab_size", f"must be >= 0, got {self.type_vocab_size}")
         check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        check_attention(self.attention, self.sparse, self.n_heads, self.position)
         check(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps}")
         check(self.init_std > 0, "init_std", f"must be > 0, got {self.init_std}")
         if self.position == "rope":

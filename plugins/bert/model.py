@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from framework.nn import SelfAttention, make_feedforward
+from framework.nn import make_feedforward
+from framework.nn.sparse import make_attention
 from framework.nn.attention_stats import collect_attention_stats
 from framework.nn.feedforward import activation_fn
 from framework.output import ModelOutput
@@ -24,11 +25,12 @@ from .config import BertConfig
 class Block(nn.Module):
     """One encoder block: bidirectional self-attention and a GELU MLP, post-LN (BERT) or pre-norm."""
 
-    def __init__(self, cfg: BertConfig) -> None:
+    def __init__(self, cfg: BertConfig, layer: int = 0) -> None:
         super().__init__()
         self.pre_norm = cfg.pre_norm
-        self.attn = SelfAttention(
-            cfg.d_model, cfg.n_heads, causal=False, bias=True, dropout=cfg.dropout,
+        # Dense SelfAttention, or a bidirectional sparse kind when cfg.attention names one.
+        self.attn = make_attention(
+            cfg.attention, cfg.sparse, layer, cfg.d_model, cfg.n_heads, causal=False, bias=True, dropout=cfg.dropout,
             position="rope" if cfg.position == "rope" else "none", max_seq_len=cfg.max_seq_len,
         )
         self.attn_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
@@ -71,7 +73,7 @@ class Bert(nn.Module):
         # Post-LN normalises the embeddings (BERT); pre-norm blocks normalise their inputs themselves.
         self.emb_norm = nn.Identity() if cfg.pre_norm else nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
         # Post-LN blocks end in a norm already; pre-norm needs a final one.
         self.final_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps) if cfg.pre_norm else nn.Identity()
         self.mlm_head = MLMHead(cfg)

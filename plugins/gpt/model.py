@@ -5,14 +5,13 @@ import math
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from framework.nn import KVCache, SelfAttention, make_feedforward, make_norm, sinusoidal_table
+from framework.generation import generate_with_kv_cache
+from framework.nn import KVCache, make_feedforward, make_norm, sinusoidal_table
 from framework.nn.attention_stats import collect_attention_stats
 from framework.nn.sparse import make_attention
 from framework.nn.moe import MoEFeedForward, MoEOutput, collect_moe_stats
 from framework.output import ModelOutput
-from framework.sampling import sample_next_token
 
 from .config import GPTConfig
 
@@ -117,7 +116,6 @@ class GPT(nn.Module):
         stats.update(collect_attention_stats([block.attn for block in self.blocks]))
         return ModelOutput(logits=logits, aux_loss=aux, stats=stats)
 
-    @torch.no_grad()
     def generate(
         self,
         input_ids: torch.Tensor,
@@ -134,23 +132,12 @@ class GPT(nn.Module):
         recomputes the whole (cropped) context. Contexts longer than ``max_seq_len`` keep their last
         ``max_seq_len`` tokens in both modes (the cache is rebuilt when it would overflow).
         """
-        was_training = self.training
-        self.eval()
-        use_cache = use_cache and self.config.attention != "lsh"  # LSH attention has no KV cache
-        limit = self.config.max_seq_len
-        tokens = input_ids
-        cache: list[KVCache] | None = None
-        for _ in range(max_new_tokens):
-            if use_cache and cache is not None and cache[0].length < limit:
-                step_input = tokens[:, -1:]
-            else:  # (re)fill: first step, no cache, or cache full
-                cache = [KVCache() for _ in self.blocks] if use_cache else None
-                step_input = tokens[:, -limit:]
-            logits = self(step_input, cache=cache).logits[:, -1, :]
-            next_token = sample_next_token(logits, temperature, top_k, top_p, generator)
-            tokens = torch.cat([tokens, next_token], dim=1)
-        self.train(was_training)
-        return tokens
+        # LSH attention has no KV cache: it always recomputes the (cropped) context.
+        return generate_with_kv_cache(
+            self, input_ids, max_new_tokens, n_layers=len(self.blocks), max_seq_len=self.config.max_seq_len,
+            temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+            use_cache=use_cache and self.config.attention != "lsh",
+        )
 
 
 def build_gpt(cfg: GPTConfig) -> GPT:

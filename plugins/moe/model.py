@@ -1,4 +1,4 @@
-"""Decoder-only LM whose FFNs are Mixtures of Experts (every ``moe_every_n``-th block), built from framework/nn."""
+"""Decoder-only LM whose FFNs are Mixtures of Experts (every ``moe_every_n``-th block), built from framework/nn blocks."""
 from __future__ import annotations
 
 import math
@@ -6,12 +6,12 @@ import math
 import torch
 from torch import nn
 
+from framework.generation import generate_with_kv_cache
 from framework.nn import KVCache, SelfAttention, make_feedforward, make_norm
 from framework.nn.attention_stats import collect_attention_stats
 from framework.nn.decoder_block import PreNormBlock
 from framework.nn.moe import MoEFeedForward, collect_moe_stats
 from framework.output import ModelOutput
-from framework.sampling import sample_next_token
 
 from .config import MoEModelConfig
 
@@ -94,7 +94,6 @@ class MoELM(nn.Module):
         stats.update(collect_attention_stats([block.attn for block in self.blocks]))
         return ModelOutput(logits=logits, aux_loss=aux, stats=stats)
 
-    @torch.no_grad()
     def generate(
         self,
         input_ids: torch.Tensor,
@@ -106,20 +105,11 @@ class MoELM(nn.Module):
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Append ``max_new_tokens`` sampled tokens to (B, T) ``input_ids``; ``temperature=0`` is greedy."""
-        was_training = self.training
-        self.eval()
-        limit = self.config.max_seq_len
-        tokens, cache = input_ids, None
-        for _ in range(max_new_tokens):
-            if use_cache and cache is not None and cache[0].length < limit:
-                step_input = tokens[:, -1:]
-            else:  # (re)fill: first step, no cache, or cache full
-                cache = [KVCache() for _ in self.blocks] if use_cache else None
-                step_input = tokens[:, -limit:]
-            logits = self(step_input, cache=cache).logits[:, -1, :]
-            tokens = torch.cat([tokens, sample_next_token(logits, temperature, top_k, top_p, generator)], dim=1)
-        self.train(was_training)
-        return tokens
+        return generate_with_kv_cache(
+            self, input_ids, max_new_tokens, n_layers=len(self.blocks), max_seq_len=self.config.max_seq_len,
+            temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+            use_cache=use_cache,
+        )
 
 
 def build_moe(cfg: MoEModelConfig) -> MoELM:

@@ -8,12 +8,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from framework.generation import generate_with_kv_cache
 from framework.nn import KVCache, make_feedforward, make_norm, sinusoidal_table
 from framework.nn.attention_stats import collect_attention_stats
 from framework.nn.sparse import SparseSelfAttention, receptive_field, union_mask
 from framework.nn.sparse.picture import pattern_png, png_to_array
 from framework.output import ModelOutput
-from framework.sampling import sample_next_token
 
 from .config import SparseLMConfig
 
@@ -116,7 +116,6 @@ class SparseLM(nn.Module):
         png = pattern_png(masks, title=f"{self.config.attention}, t={t}")
         return {"attn/pattern": png_to_array(png)}
 
-    @torch.no_grad()
     def generate(
         self,
         input_ids: torch.Tensor,
@@ -129,22 +128,12 @@ class SparseLM(nn.Module):
     ) -> torch.Tensor:
         """Append ``max_new_tokens`` sampled tokens to (B, T) ``input_ids``; ``temperature=0`` is greedy.
         LSH attention has no KV cache, so it always recomputes the (cropped) context."""
-        was_training = self.training
-        self.eval()
-        use_cache = use_cache and self.config.attention != "lsh"
-        limit = self.config.max_seq_len
-        tokens = input_ids
-        cache: list[KVCache] | None = None
-        for _ in range(max_new_tokens):
-            if use_cache and cache is not None and cache[0].length < limit:
-                step_input = tokens[:, -1:]
-            else:
-                cache = [KVCache() for _ in self.blocks] if use_cache else None
-                step_input = tokens[:, -limit:]
-            logits = self(step_input, cache=cache).logits[:, -1, :]
-            tokens = torch.cat([tokens, sample_next_token(logits, temperature, top_k, top_p, generator)], dim=1)
-        self.train(was_training)
-        return tokens
+        # LSH attention has no KV cache: it always recomputes the (cropped) context.
+        return generate_with_kv_cache(
+            self, input_ids, max_new_tokens, n_layers=len(self.blocks), max_seq_len=self.config.max_seq_len,
+            temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+            use_cache=use_cache and self.config.attention != "lsh",
+        )
 
 
 def build_sparse_lm(cfg: SparseLMConfig) -> SparseLM:
