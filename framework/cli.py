@@ -1,4 +1,4 @@
-"""The ``archlab`` command: train | generate | plugins | bench."""
+"""The ``archlab`` command: train | generate | plugins | bench | new-plugin."""
 from __future__ import annotations
 
 import os
@@ -8,9 +8,10 @@ USAGE = """usage: archlab <command> [args]
 
 commands:
   train [hydra overrides]   train a model (default: gpt on shakespeare); -m for sweeps
-  generate ckpt=PATH [prompt=TEXT max_new_tokens=N temperature=T top_k=K top_p=P seed=S]
+  generate ckpt=PATH [prompt=TEXT max_new_tokens=N temperature=T top_k=K top_p=P seed=S
+                     num_beams=N length_penalty=A ids="5 3 9"]   (beams/ids: encoder-decoder checkpoints)
   plugins                   list architecture plugins (and broken ones, with their errors)
-  bench <name>              run a benchmark (decoder)
+  bench <name>              run a benchmark: decoder | encoders | moe | sparse | rnn
   new-plugin NAME [--dir DIR]  write a new, installable plugin package (see docs/plugins.md)
 """
 
