@@ -90,7 +90,7 @@ def test_encode_pools_one_vector_per_sequence_ignoring_padding(pooling: str) -> 
     with torch.no_grad():
         alone = model.encode(x)
         got = model.encode(padded, mask)
-        h, _ = model.hidden_states(x)
+        h, _, _ = model.hidden_states(x)
     assert got.shape == (1, 32)
     assert_close(got, alone, rtol=1e-5, atol=1e-5)
     assert_close(alone, h[:, 0] if pooling == "cls" else h.mean(1))

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from framework.config_schema import check
+from framework.nn.moe_config import MoEConfig
 from framework.nn.sparse.config import AttentionKind, SparseAttentionConfig, check_attention
 
 
@@ -23,6 +24,8 @@ class BertConfig:
     activation: Literal["gelu", "gelu_tanh", "relu", "silu"] = "gelu"  # FFN and MLM-head transform (BERT: exact gelu)
     pre_norm: bool = False        # false: post-LN as in BERT, norm(x + f(x)); true: x + f(norm(x)) and a final norm
     tie_weights: bool = True      # MLM decoder shares the token embedding matrix (it keeps its own bias)
+    ffn: Literal["mlp", "moe"] = "mlp"  # moe: a Mixture-of-Experts FFN configured by `moe` (aux losses join the objective)
+    moe: MoEConfig = field(default_factory=MoEConfig)  # used when ffn=moe (experts' width: moe.d_ff or d_ff / 4*d_model)
     attention: AttentionKind = "dense"  # dense SDPA, or a sparse kind (sliding_window, longformer, bigbird, ...), bidirectional
     sparse: SparseAttentionConfig = field(default_factory=SparseAttentionConfig)  # options of the sparse kinds
     pooling: Literal["cls", "mean"] = "cls"  # encode(): first position's state, or the mean over real tokens

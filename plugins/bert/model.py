@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from framework.nn import make_feedforward
+from framework.nn.moe import MoEFeedForward, MoEOutput, collect_moe_stats
 from framework.nn.sparse import make_attention
 from framework.nn.attention_stats import collect_attention_stats
 from framework.nn.feedforward import activation_fn
@@ -34,16 +35,26 @@ class Block(nn.Module):
             position="rope" if cfg.position == "rope" else "none", max_seq_len=cfg.max_seq_len,
         )
         self.attn_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.ffn = make_feedforward("mlp", cfg.d_model, cfg.ffn_hidden, cfg.activation, True, cfg.dropout)
+        self.ffn = (MoEFeedForward(cfg.d_model, cfg.moe, cfg.ffn_hidden, cfg.dropout) if cfg.ffn == "moe" else
+                    make_feedforward("mlp", cfg.d_model, cfg.ffn_hidden, cfg.activation, True, cfg.dropout))
         self.ffn_norm = nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps)
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, MoEOutput | None]:
+        """Returns the new hidden states and the MoE FFN's record (aux loss, stats; None if dense)."""
         if self.pre_norm:
             x = x + self.resid_dropout(self.attn(self.attn_norm(x), attention_mask))
-            return x + self.ffn(self.ffn_norm(x))
+            h, moe = self._ffn(self.ffn_norm(x), attention_mask)
+            return x + h, moe
         x = self.attn_norm(x + self.resid_dropout(self.attn(x, attention_mask)))
-        return self.ffn_norm(x + self.ffn(x))
+        h, moe = self._ffn(x, attention_mask)
+        return self.ffn_norm(x + h), moe
+
+    def _ffn(self, x: torch.Tensor, attention_mask: torch.Tensor | None) -> tuple[torch.Tensor, MoEOutput | None]:
+        if isinstance(self.ffn, MoEFeedForward):
+            moe = self.ffn(x, attention_mask)  # padding tokens are never routed
+            return moe.output, moe
+        return self.ffn(x), None
 
 
 class MLMHead(nn.Module):
@@ -93,8 +104,8 @@ class Bert(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The encoder's last hidden states (B, T, C) and the residual RMS after each block."""
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[MoEOutput]]:
+        """The encoder's last hidden states (B, T, C), the residual RMS after each block, MoE records."""
         _, t = input_ids.shape
         if t > self.config.max_seq_len and self.pos_emb is not None:
             raise ValueError(f"sequence of {t} tokens exceeds max_seq_len={self.config.max_seq_len} of the position table")
@@ -107,12 +118,14 @@ class Bert(nn.Module):
         elif token_type_ids is not None:
             raise ValueError("token_type_ids given, but the model has type_vocab_size=0")
         x = self.drop(self.emb_norm(x))
-        residual_rms = []
+        residual_rms, moe_outputs = [], []
         for block in self.blocks:
-            x = block(x, attention_mask)
+            x, moe = block(x, attention_mask)
+            if moe is not None:
+                moe_outputs.append(moe)
             # RMS over channels = L2 norm / sqrt(C): one fused reduction, no (B, T, C) temporaries.
             residual_rms.append(torch.linalg.vector_norm(x.detach(), dim=-1, dtype=torch.float32).mean() / x.shape[-1] ** 0.5)
-        return self.final_norm(x), residual_rms
+        return self.final_norm(x), residual_rms, moe_outputs
 
     def forward(
         self,
@@ -123,11 +136,12 @@ class Bert(nn.Module):
         """input_ids: (B, T); attention_mask: (B, T) 1 = token, 0 = padding; token_type_ids: (B, T) segments.
 
         Returns logits (B, T, V) at every position; the masked-LM loss reads only masked ones."""
-        h, residual_rms = self.hidden_states(input_ids, attention_mask, token_type_ids)
+        h, residual_rms, moe_outputs = self.hidden_states(input_ids, attention_mask, token_type_ids)
         logits = self.mlm_head(h)  # (B, T, V)
-        stats = {"residual_rms": torch.stack(residual_rms)}
+        stats = {"residual_rms": torch.stack(residual_rms), **collect_moe_stats(moe_outputs)}
         stats.update(collect_attention_stats([block.attn for block in self.blocks]))
-        return ModelOutput(logits=logits, aux_loss=logits.new_zeros((), dtype=torch.float32), stats=stats)
+        aux = sum((m.aux_loss for m in moe_outputs), logits.new_zeros((), dtype=torch.float32))
+        return ModelOutput(logits=logits, aux_loss=aux, stats=stats)
 
     def encode(
         self,
@@ -139,7 +153,7 @@ class Bert(nn.Module):
         """One (B, d_model) embedding per sequence for downstream use: ``cls`` takes the first position's
         state, ``mean`` averages over real tokens (attention_mask 1). ``pooling`` None = config.pooling."""
         pooling = pooling or self.config.pooling
-        h, _ = self.hidden_states(input_ids, attention_mask, token_type_ids)  # (B, T, C)
+        h, _, _ = self.hidden_states(input_ids, attention_mask, token_type_ids)  # (B, T, C)
         if pooling == "cls":
             return h[:, 0]
         if pooling == "mean":
