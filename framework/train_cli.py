@@ -48,7 +48,8 @@ def _hydra_main(cfg: DictConfig) -> float | None:
     from .train import train
 
     # Hydra's handlers (console + <run>/train.log) already catch Lightning's messages: drop its own.
-    logging.getLogger("lightning.pytorch").handlers.clear()
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).handlers.clear()
 
     try:
         result = train(cfg)
