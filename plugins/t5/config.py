@@ -1,10 +1,11 @@
 """T5Config: every option of the encoder-decoder ``t5`` plugin, one line of meaning each."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from framework.config_schema import check
+from framework.nn.moe_config import MoEConfig
 
 
 @dataclass
@@ -19,7 +20,8 @@ class T5Config:
     max_seq_len: int = 256        # longest source/target the data produces (relative positions need no table)
     relative_buckets: int = 32    # buckets of the relative position bias (half per direction in the encoder)
     relative_max_distance: int = 128  # offsets beyond this share the last bucket
-    ffn: Literal["relu", "gated_gelu"] = "relu"  # T5 v1.0 ReLU MLP, or T5 v1.1 gated GELU (tanh approximation)
+    ffn: Literal["relu", "gated_gelu", "moe"] = "relu"  # T5 v1.0 ReLU MLP, T5 v1.1 gated GELU (tanh), or a Mixture of Experts
+    moe: MoEConfig = field(default_factory=MoEConfig)  # used when ffn=moe, in every encoder and decoder block
     tie_weights: bool = True      # head shares the embedding (T5 v1.0; outputs scaled by d_model^-0.5); false: v1.1
     norm_eps: float = 1e-6        # RMSNorm epsilon
     init_factor: float = 1.0      # scales T5's initialisation stds

@@ -5,6 +5,7 @@ import torch
 from torchmetrics import Metric
 
 from framework.metrics import LayerMean
+from framework.nn.moe_metrics import moe_metrics
 
 from .config import T5Config
 
@@ -43,4 +44,6 @@ def t5_metrics(cfg: T5Config) -> dict[str, Metric]:
     for part, n in (("enc", enc), ("dec_self", dec), ("cross", dec)):
         out[f"{part}_attn_entropy"] = LayerMean(f"{part}_attn_entropy_norm", n, optional=True)
         out[f"{part}_attn_topk_mass"] = LayerMean(f"{part}_attn_topk_mass", n, optional=True)
+    if cfg.ffn == "moe":  # routing metrics, layer0.. = encoder blocks, then decoder blocks
+        out |= moe_metrics(list(range(enc + dec)), cfg.moe.n_experts, cfg.moe.top_k, prefix="moe/")
     return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from framework.nn.moe import MoEFeedForward, MoEOutput, collect_moe_stats
 from framework.nn.attention_stats import collect_attention_stats
 from framework.nn.cross_attention import AttentionMask, DecoderCache, MultiHeadAttention, build_mask
 from framework.nn.feedforward import GatedMLP, MLP
@@ -38,18 +39,41 @@ class FeedForward(nn.Module):
         return ff.down_proj(self.hidden_dropout(h))
 
 
+def _make_ffn(cfg: T5Config) -> nn.Module:
+    if cfg.ffn == "moe":
+        return MoEFeedForward(cfg.d_model, cfg.moe, cfg.ffn_hidden, cfg.dropout)
+    return FeedForward(cfg)
+
+
+def _apply_ffn(
+    ffn: nn.Module, x: torch.Tensor, token_mask: torch.Tensor | None, moe_records: list[MoEOutput] | None
+) -> torch.Tensor:
+    """Dense FFN, or MoE FFN whose record (aux loss, stats) is appended to ``moe_records``."""
+    if isinstance(ffn, MoEFeedForward):
+        if token_mask is not None and token_mask.shape[1] != x.shape[1]:
+            token_mask = None  # cached decoding: the mask covers past positions too
+        moe = ffn(x, token_mask)  # padding tokens are never routed
+        if moe_records is not None:
+            moe_records.append(moe)
+        return moe.output
+    return ffn(x)
+
+
 class EncoderBlock(nn.Module):
     def __init__(self, cfg: T5Config) -> None:
         super().__init__()
         self.attn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, bias=False, dropout=cfg.dropout, scale=1.0)
         self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.ffn = FeedForward(cfg)
+        self.ffn = _make_ffn(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, mask: AttentionMask) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: AttentionMask, token_mask: torch.Tensor | None = None,
+        moe_records: list[MoEOutput] | None = None,
+    ) -> torch.Tensor:
         x = x + self.drop(self.attn(self.attn_norm(x), mask=mask))
-        return x + self.drop(self.ffn(self.ffn_norm(x)))
+        return x + self.drop(_apply_ffn(self.ffn, self.ffn_norm(x), token_mask, moe_records))
 
 
 class DecoderBlock(nn.Module):
@@ -64,18 +88,19 @@ class DecoderBlock(nn.Module):
             cfg.d_model, cfg.n_heads, cross=True, bias=False, dropout=cfg.dropout, scale=1.0
         )
         self.ffn_norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
-        self.ffn = FeedForward(cfg)
+        self.ffn = _make_ffn(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(
         self, x: torch.Tensor, self_mask: AttentionMask, memory: torch.Tensor, cross_mask: AttentionMask,
-        cache: DecoderCache | None, i: int,
+        cache: DecoderCache | None, i: int, token_mask: torch.Tensor | None = None,
+        moe_records: list[MoEOutput] | None = None,
     ) -> torch.Tensor:
         self_cache = cache.self_attn[i] if cache is not None else None
         cross_cache = cache.cross_attn[i] if cache is not None else None
         x = x + self.drop(self.self_attn(self.self_norm(x), mask=self_mask, cache=self_cache))
         x = x + self.drop(self.cross_attn(self.cross_norm(x), memory, mask=cross_mask, cache=cross_cache))
-        return x + self.drop(self.ffn(self.ffn_norm(x)))
+        return x + self.drop(_apply_ffn(self.ffn, self.ffn_norm(x), token_mask, moe_records))
 
 
 class T5(nn.Module):
@@ -120,15 +145,18 @@ class T5(nn.Module):
                 nn.init.normal_(module.down_proj.weight, std=f * cfg.ffn_hidden**-0.5)
 
     # ---- the two halves (also the generation protocol of framework.seq2seq_generation) ---------
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, S) source ids -> (B, S, C) encoder output."""
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        moe_records: list[MoEOutput] | None = None,
+    ) -> torch.Tensor:
+        """(B, S) source ids -> (B, S, C) encoder output (ffn=moe: routing records go to moe_records)."""
         x = self.drop(self.shared(input_ids))
         s = input_ids.shape[1]
         # Relative bias (1, H, S, S) plus padding, built once and shared by every layer.
         mask = build_mask(s, s, key_mask=attention_mask, position_bias=self.enc_bias(s, s),
                           dtype=x.dtype, device=x.device)
         for block in self.encoder:
-            x = block(x, mask)
+            x = block(x, mask, attention_mask, moe_records)
         return self.drop(self.enc_norm(x))
 
     def decode(
@@ -138,6 +166,7 @@ class T5(nn.Module):
         memory_mask: torch.Tensor | None = None,
         cache: DecoderCache | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
+        moe_records: list[MoEOutput] | None = None,
     ) -> torch.Tensor:
         """(B, T) decoder inputs against (B, S, C) memory -> (B, T, V) logits. With a cache the inputs
         continue the cached positions."""
@@ -150,7 +179,7 @@ class T5(nn.Module):
                                device=x.device)
         cross_mask = build_mask(t, memory.shape[1], key_mask=memory_mask, dtype=x.dtype, device=x.device)
         for i, block in enumerate(self.decoder):
-            x = block(x, self_mask, memory, cross_mask, cache, i)
+            x = block(x, self_mask, memory, cross_mask, cache, i, decoder_attention_mask, moe_records)
         x = self.drop(self.dec_norm(x))
         if self.config.tie_weights:
             x = x * self.config.d_model**-0.5  # tied head: rescale, as T5 v1.0 does
@@ -170,13 +199,16 @@ class T5(nn.Module):
         (start token + target[:-1]). Returns logits (B, T, V) aligned with the target."""
         if decoder_input_ids is None:
             raise ValueError("t5: decoder_input_ids is required (seq2seq batches carry it: framework/data/seq2seq.py)")
-        memory = self.encode(input_ids, attention_mask)
-        logits = self.decode(decoder_input_ids, memory, attention_mask, None, decoder_attention_mask)
+        moe_records: list[MoEOutput] = []  # ffn=moe: encoder then decoder layers
+        memory = self.encode(input_ids, attention_mask, moe_records)
+        logits = self.decode(decoder_input_ids, memory, attention_mask, None, decoder_attention_mask, moe_records)
         stats = {"rel_bias_encoder": self.enc_bias.bucket_means(), "rel_bias_decoder": self.dec_bias.bucket_means()}
         stats.update(_prefixed("enc_", collect_attention_stats([b.attn for b in self.encoder])))
         stats.update(_prefixed("dec_self_", collect_attention_stats([b.self_attn for b in self.decoder])))
         stats.update(_prefixed("cross_", collect_attention_stats([b.cross_attn for b in self.decoder])))
-        return ModelOutput(logits=logits, aux_loss=logits.new_zeros((), dtype=torch.float32), stats=stats)
+        stats.update(collect_moe_stats(moe_records))
+        aux = sum((m.aux_loss for m in moe_records), logits.new_zeros((), dtype=torch.float32))
+        return ModelOutput(logits=logits, aux_loss=aux, stats=stats)
 
     @torch.no_grad()
     def generate(
