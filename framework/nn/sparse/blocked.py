@@ -71,6 +71,26 @@ def _keys(x: torch.Tensor, index: torch.Tensor, offset: int | None, c0: int, c1:
     return part.unfold(2, width, bs).transpose(-1, -2)  # (B, H, NC, K, D) view
 
 
+def _accumulate_keys(
+    dst: torch.Tensor, part: torch.Tensor, flat_index: torch.Tensor, offset: int | None, c0: int, bs: int
+) -> None:
+    """dst (B, H, T, D) += per-block key gradients part (B, H, NC, K, D) at their key positions.
+
+    Window layouts (``offset`` set, K a multiple of the block size) add K/BS shifted contiguous slabs,
+    which beats ``index_add_`` over NC*K rows; other layouts scatter with ``index_add_``."""
+    b, h, nc, width, d = part.shape
+    if offset is None or width % bs:
+        dst.index_add_(2, flat_index, part.flatten(2, 3))
+        return
+    t = dst.shape[2]
+    for j in range(width // bs):  # sub-block j of block c holds keys (c0 + c + j) * bs + offset + [0, bs)
+        start = c0 * bs + offset + j * bs
+        slab = part[:, :, :, j * bs : (j + 1) * bs].reshape(b, h, nc * bs, d)  # (B, H, NC*BS, D)
+        lo, hi = max(start, 0), min(start + nc * bs, t)
+        if hi > lo:
+            dst[:, :, lo:hi] += slab[:, :, lo - start : hi - start]
+
+
 def _bmm5(a: torch.Tensor, b: torch.Tensor, transpose_a: bool = False, transpose_b: bool = False) -> torch.Tensor:
     """Batched matmul of (B, H, NC, X, Y) tensors through 3-D bmm on transposed views."""
     lead = a.shape[:3]
@@ -155,18 +175,20 @@ class _BlockSparse(torch.autograd.Function):
         dv = torch.zeros(b, h, t, d, dtype=acc, device=q.device)
         for c0, c1 in chunks:
             idx = index[c0:c1]
-            kc, vc = _keys(k, index, offset, c0, c1, bs), _keys(v, index, offset, c0, c1, bs)  # (B, H, NC, K, D)
+            # Contiguous once: kc feeds two matmuls, and bmm would copy a strided window view each time.
+            kc = _keys(k, index, offset, c0, c1, bs).contiguous()  # (B, H, NC, K, D)
+            vc = _keys(v, index, offset, c0, c1, bs).contiguous()
             qc = _rows(q, c0, c1, bs, scale, qperm)  # (B, H, NC, BS, D), pre-scaled
             doc = _rows(dout, c0, c1, bs, None, qperm).to(acc)
             delta = (_rows(out, c0, c1, bs, None, qperm).to(acc) * doc).sum(-1)  # (B, H, NC, BS)
             s = _scores(qc, kc, bias[c0:c1], _qpos(qperm, c0, c1, bs, q.device), idx, keep, slopes, scale)
             p = s.sub_(lse[:, :, c0:c1, :, None]).exp_()  # (B, H, NC, BS, K)
             flat = idx.reshape(-1)
-            dv.index_add_(2, flat, _bmm5(p, doc, transpose_a=True).flatten(2, 3))
+            _accumulate_keys(dv, _bmm5(p, doc, transpose_a=True), flat, offset, c0, bs)
             dp = _bmm5(doc, vc.to(acc), transpose_b=True)  # (B, H, NC, BS, K)
             ds = dp.sub_(delta[..., None]).mul_(p)  # d(scores); the scale is applied to dq, dk below
             _store(dq, _bmm5(ds, kc.to(acc)), c0, c1, bs, qperm)
-            dk.index_add_(2, flat, _bmm5(ds, qc.to(acc), transpose_a=True).flatten(2, 3))  # qc holds q * scale
+            _accumulate_keys(dk, _bmm5(ds, qc.to(acc), transpose_a=True), flat, offset, c0, bs)  # qc holds q * scale
         return dq.mul_(scale).to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None, None, None
 
 
