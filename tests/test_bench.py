@@ -11,8 +11,9 @@ from framework.bench.common import Column, Timing, format_table, paired_ratio, q
 
 pytest.importorskip("transformers")
 
+from framework.bench.common import verdict_vs_hf
 from framework.bench.decoder import (  # noqa: E402
-    BenchConfig, Size, _verdict, count_params, flops_per_token, main, parse_args, run,
+    BenchConfig, Size, count_params, flops_per_token, main, parse_args, run,
 )
 
 TINY = ["--sizes", "32x2x4", "--batch", "2", "--seq", "16", "--vocab", "64", "--steps", "1", "--warmup", "1",
@@ -104,11 +105,11 @@ def test_time_interleaved_rotates_order_and_pairs_rounds() -> None:
 
 
 def test_verdicts() -> None:
-    assert _verdict(None, None, matched=True) == "baseline"
-    assert _verdict(1.05, (1.0, 1.1), matched=True).startswith("meets target (1.05x")
-    assert _verdict(0.99, (0.95, 1.02), matched=True).startswith("parity within noise")
-    assert _verdict(0.90, (0.85, 0.95), matched=True) == "BELOW target: 10% slower than HF"
-    assert _verdict(1.5, (1.4, 1.6), matched=False).startswith("PARAM COUNTS DIFFER")
+    assert verdict_vs_hf(None, None, matched=True) == "baseline"
+    assert verdict_vs_hf(1.05, (1.0, 1.1), matched=True).startswith("meets target (1.05x")
+    assert verdict_vs_hf(0.99, (0.95, 1.02), matched=True).startswith("parity within noise")
+    assert verdict_vs_hf(0.90, (0.85, 0.95), matched=True) == "BELOW target: 10% slower than HF"
+    assert verdict_vs_hf(1.5, (1.4, 1.6), matched=False).startswith("PARAM COUNTS DIFFER")
 
 
 def test_format_table() -> None:

@@ -173,3 +173,16 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> s
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
+
+def verdict_vs_hf(ratio: float | None, iqr: tuple[float, float] | None, matched: bool, target: float = 1.0) -> str:
+    """One-line verdict for an "ours vs Hugging Face" row: ratio is HF time / our time (None: the baseline
+    row itself); iqr the middle half of the per-round ratios; matched whether parameter counts agree."""
+    if not matched:
+        return "PARAM COUNTS DIFFER: not comparable"
+    if ratio is None or iqr is None:
+        return "baseline"
+    if ratio >= target:
+        return f"meets target ({ratio:.2f}x HF)"
+    if iqr[1] >= target:
+        return f"parity within noise ({ratio:.3f}x, rounds' IQR reaches {iqr[1]:.2f}x)"
+    return f"BELOW target: {100 * (1 - ratio):.0f}% slower than HF"

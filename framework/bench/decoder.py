@@ -27,8 +27,17 @@ from torch.nn import functional as F
 from framework import build_model, make_config
 
 from .common import (
-    Column, autocast, default_matmul_size, describe_device, format_table, matmul_fn, paired_ratios, pick_device,
-    quartiles, time_interleaved,
+    Column,
+    autocast,
+    default_matmul_size,
+    describe_device,
+    format_table,
+    matmul_fn,
+    paired_ratios,
+    pick_device,
+    quartiles,
+    time_interleaved,
+    verdict_vs_hf,
 )
 
 ARCHS = ("gpt", "llama")
@@ -174,18 +183,6 @@ def make_train_step(
     return step
 
 
-def _verdict(ratio: float | None, iqr: tuple[float, float] | None, matched: bool) -> str:
-    if not matched:
-        return "PARAM COUNTS DIFFER: not comparable"
-    if ratio is None or iqr is None:
-        return "baseline"
-    if ratio >= TARGET_RATIO:
-        return f"meets target ({ratio:.2f}x HF)"
-    if iqr[1] >= TARGET_RATIO:
-        return f"parity within noise ({ratio:.3f}x, rounds' IQR reaches {iqr[1]:.2f}x)"
-    return f"BELOW target: {100 * (1 - ratio):.0f}% slower than HF"
-
-
 def run_size(size: Size, cfg: BenchConfig, device: torch.device) -> list[dict[str, Any]]:
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, cfg.vocab, (cfg.batch, cfg.seq), generator=gen).to(device)
@@ -235,7 +232,7 @@ def run_size(size: Size, cfg: BenchConfig, device: torch.device) -> list[dict[st
                     ratio_iqr=None if iqr is None else f"{iqr[0]:.2f}-{iqr[1]:.2f}",
                     mfu=fpt * tok_s / peak[dtype],
                     peak_flops=peak[dtype], params_match=matched,
-                    verdict=_verdict(ratio, iqr, matched),
+                    verdict=verdict_vs_hf(ratio, iqr, matched, TARGET_RATIO),
                 ))
     return rows
 

@@ -27,7 +27,17 @@ from torch.nn import functional as F
 
 from framework import build_model
 
-from .common import Column, autocast, describe_device, format_table, paired_ratios, pick_device, quartiles, time_interleaved
+from .common import (
+    Column,
+    autocast,
+    describe_device,
+    format_table,
+    paired_ratios,
+    pick_device,
+    quartiles,
+    time_interleaved,
+    verdict_vs_hf,
+)
 
 TARGET_RATIO = 1.0  # the issue's goal: ours at least as fast as Hugging Face
 MASK_RATE = 0.15
@@ -203,18 +213,6 @@ def make_train_step(
     return step
 
 
-def _verdict(ratio: float | None, iqr: tuple[float, float] | None, matched: bool) -> str:
-    if not matched:
-        return "PARAM COUNTS DIFFER: not comparable"
-    if ratio is None or iqr is None:
-        return "baseline"
-    if ratio >= TARGET_RATIO:
-        return f"meets target ({ratio:.2f}x HF)"
-    if iqr[1] >= TARGET_RATIO:
-        return f"parity within noise ({ratio:.3f}x, rounds' IQR reaches {iqr[1]:.2f}x)"
-    return f"BELOW target: {100 * (1 - ratio):.0f}% slower than HF"
-
-
 def run_size(size: Size, cfg: BenchConfig, device: torch.device) -> list[dict[str, Any]]:
     cases = [c for c in CASES if c.name in cfg.models]
     variants: dict[tuple[str, str], dict[str, Any]] = {}  # (case, ours|hf) -> model, optimizer, batch
@@ -251,7 +249,7 @@ def run_size(size: Size, cfg: BenchConfig, device: torch.device) -> list[dict[st
                     seconds_per_step=t.median, spread=t.spread, tokens_per_s=tokens / t.median,
                     ratio_vs_hf=1.0 if impl == "hf" else ratio, median_ratio=hf_timing.median / t.median,
                     ratio_iqr=None if iqr is None else f"{iqr[0]:.2f}-{iqr[1]:.2f}",
-                    verdict=_verdict(ratio, iqr, matched),
+                    verdict=verdict_vs_hf(ratio, iqr, matched, TARGET_RATIO),
                 ))
     return rows
 

@@ -30,7 +30,15 @@ from torch.nn import functional as F
 from framework import build_model
 
 from .common import (
-    Column, Timing, autocast, describe_device, format_table, paired_ratios, pick_device, quartiles, time_interleaved,
+    Column,
+    Timing,
+    autocast,
+    describe_device,
+    format_table,
+    paired_ratios,
+    pick_device,
+    quartiles,
+    time_interleaved,
 )
 
 LAYER_TARGET_VS_HF = 1.5      # ours at least 1.5x faster than HF's block

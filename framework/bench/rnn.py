@@ -26,7 +26,14 @@ from torch.nn import functional as F
 from framework import build_model
 
 from .common import (
-    Column, autocast, describe_device, format_table, paired_ratios, pick_device, quartiles, time_interleaved,
+    Column,
+    autocast,
+    describe_device,
+    format_table,
+    paired_ratios,
+    pick_device,
+    quartiles,
+    time_interleaved,
 )
 
 RNN_CELLS = ("lstm", "gru")
