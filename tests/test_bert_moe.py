@@ -13,9 +13,11 @@ BASE = dict(vocab_size=32, d_model=16, n_layers=2, n_heads=2, max_seq_len=16, d_
 def test_one_gelu_expert_equals_dense_bert():
     dense = build_model("bert", **BASE).eval()
     moe = build_model("bert", **BASE, ffn="moe", moe={"n_experts": 1, "top_k": 1, "activation": "gelu", "bias": True}).eval()
-    state = {k.replace(".ffn.", ".ffn.experts.0."): v for k, v in dense.state_dict().items()}
+    state = {k: v for k, v in dense.state_dict().items() if ".ffn." not in k}
     missing, unexpected = moe.load_state_dict(state, strict=False)
-    assert all(".router." in k for k in missing) and not unexpected
+    assert all(".ffn." in k for k in missing) and not unexpected
+    for moe_block, dense_block in zip(moe.blocks, dense.blocks):
+        moe_block.ffn.upcycle_(dense_block.ffn)  # the one expert becomes the dense FFN
     x = torch.randint(2, 32, (2, 10))
     mask = torch.ones_like(x)
     mask[1, 7:] = 0

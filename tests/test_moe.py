@@ -30,7 +30,7 @@ def reference(m: MoEFeedForward, x: torch.Tensor) -> torch.Tensor:
     else:
         top, idx = logits.topk(m.cfg.top_k, -1)
         gate = top.softmax(-1)
-    all_out = torch.stack([e(x) for e in m.experts], 1)  # (N, E, C)
+    all_out = torch.stack([m.experts.run_expert(i, x) for i in range(len(m.experts))], 1)  # (N, E, C)
     picked = all_out.gather(1, idx[..., None].expand(-1, -1, x.shape[-1]))  # (N, k, C)
     out = (picked * gate[..., None]).sum(1)
     return out + (m.shared(x) if m.shared is not None else 0)
@@ -44,7 +44,11 @@ def reference(m: MoEFeedForward, x: torch.Tensor) -> torch.Tensor:
 def test_one_expert_top1_equals_dense_ffn(activation: str, order: str) -> None:
     m = layer(n_experts=1, top_k=1, activation=activation, softmax_order=order)
     dense = GatedMLP(D, H, "silu", bias=False) if activation == "swiglu" else MLP(D, H, "gelu", bias=False)
-    dense.load_state_dict(m.experts[0].state_dict())
+    with torch.no_grad():  # expert weights are stacked (E, out, in) in nn.Linear's layout
+        if activation == "swiglu":
+            dense.gate_proj.weight.copy_(m.experts.gate_proj[0])
+        dense.up_proj.weight.copy_(m.experts.up_proj[0])
+        dense.down_proj.weight.copy_(m.experts.down_proj[0])
     x = torch.randn(3, 7, D)
     torch.testing.assert_close(m(x).output, dense(x))
 
@@ -96,10 +100,9 @@ def test_parity_with_hugging_face_mixtral_sparse_moe_block() -> None:
     ours = MoEFeedForward(D, MoEConfig(n_experts=e, top_k=k, softmax_order="after_topk", dropless=True), d_ff=H).eval()
     with torch.no_grad():  # HF stores experts as 3-D tensors: gate_up (E, 2H, C) = [gate; up], down (E, C, H)
         ours.router.weight.weight.copy_(hf.gate.weight)
-        for i, expert in enumerate(ours.experts):
-            expert.gate_proj.weight.copy_(hf.experts.gate_up_proj[i, :H])
-            expert.up_proj.weight.copy_(hf.experts.gate_up_proj[i, H:])
-            expert.down_proj.weight.copy_(hf.experts.down_proj[i])
+        ours.experts.gate_proj.copy_(hf.experts.gate_up_proj[:, :H])
+        ours.experts.up_proj.copy_(hf.experts.gate_up_proj[:, H:])
+        ours.experts.down_proj.copy_(hf.experts.down_proj)
     x = torch.randn(2, 11, D)
     hf_logits = hf.gate(x.reshape(-1, D))[0]
     out = ours(x)
@@ -147,7 +150,7 @@ def test_capacity_bounds_every_expert_and_dropped_tokens_pass_through(top_k: int
         for s in range(top_k):
             if kept[t, s]:
                 j = int(idx[t, s])
-                expected[t] += probs[t, j] * m.experts[j](x[0, t])
+                expected[t] += probs[t, j] * m.experts.run_expert(j, x[0, t])
     torch.testing.assert_close(out.output[0], expected)
 
 
@@ -179,7 +182,7 @@ def test_expert_choice_gives_every_expert_its_capacity() -> None:
     picked = torch.zeros(n, dtype=torch.bool)
     for j in range(e):
         for t in chosen[j].tolist():
-            expected[t] += probs[t, j] * m.experts[j](x[0, t])
+            expected[t] += probs[t, j] * m.experts.run_expert(j, x[0, t])
             picked[t] = True
     torch.testing.assert_close(out.output[0], expected)
     torch.testing.assert_close(out.stats["dropped_frac"], 1 - picked.float().mean())
@@ -237,13 +240,13 @@ def test_gradient_reaches_router_and_every_expert_with_tokens(router: str) -> No
     out = m(x.abs() + 0.1)
     (out.output.pow(2).sum() + out.aux_loss).backward()
     assert m.router.weight.weight.grad.abs().sum() > 0
-    for i, expert in enumerate(m.experts):
+    for i in range(len(m.experts)):  # stacked weights: expert i's gradient is slice i of each
         got = out.stats["tokens_per_expert"][i] > 0
-        grads = [p.grad for p in expert.parameters()]
+        grads = [p.grad[i] for p in m.experts.parameters()]
         if got:
-            assert all(g is not None and g.abs().sum() > 0 for g in grads), i
+            assert all(g.abs().sum() > 0 for g in grads), i
         else:
-            assert all(g is None or g.abs().sum() == 0 for g in grads), i
+            assert all(g.abs().sum() == 0 for g in grads), i
     assert all(p.grad.abs().sum() > 0 for p in m.shared.parameters())
     if router == "token_choice":
         assert out.stats["tokens_per_expert"][5] == 0
@@ -291,8 +294,8 @@ def test_invalid_config_fails_early_naming_the_field(values: dict, field: str) -
 def test_one_expert_dense_equivalence_uses_functional_gelu() -> None:
     m = layer(n_experts=1, top_k=1, activation="gelu")
     x = torch.randn(4, D)
-    e = m.experts[0]
-    torch.testing.assert_close(m(x[None]).output[0], e.down_proj(F.gelu(e.up_proj(x))))
+    e = m.experts
+    torch.testing.assert_close(m(x[None]).output[0], F.linear(F.gelu(F.linear(x, e.up_proj[0])), e.down_proj[0]))
 
 
 def test_fine_grained_experts_with_shared_expert() -> None:

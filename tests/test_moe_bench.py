@@ -16,15 +16,16 @@ TINY = dict(n_experts=4, top_k=2, d_model=16, hidden=32, tokens=32, steps=1, war
 def test_run_rows_and_matched_active_params() -> None:
     rows = run(BenchConfig(**TINY))
     by = {(r["group"], r["variant"]): r for r in rows}
-    assert set(by) == {("layer", "ours"), ("layer", "hf eager"), ("layer", "hf grouped_mm"), ("layer", "dense"),
-                       ("model", "moe"), ("model", "dense gpt")}
+    layer_rows = {(g, v) for g in ("layer", "layer+dx") for v in ("ours", "hf eager", "hf grouped_mm", "dense")}
+    assert set(by) == layer_rows | {("model", "moe"), ("model", "dense gpt")}
     # Same parameters as HF's block; the dense MLP has the MoE's active parameters (router aside).
     assert by["layer", "ours"]["params"] == by["layer", "hf eager"]["params"]
     assert by["layer", "ours"]["active_params"] == by["layer", "dense"]["params"] + 4 * 16
     assert by["model", "moe"]["active_params"] == by["model", "dense gpt"]["params"] + 4 * 16  # 1 layer: + router
     assert by["layer", "dense"]["time_vs_baseline"] == 1.0 and all(r["ms"] > 0 for r in rows)
     lines = summary(rows)
-    assert lines[0].startswith("layer vs HF MixtralSparseMoeBlock") and lines[2].startswith("moe model vs dense gpt")
+    assert [line.split(":")[0] for line in lines] == ["layer", "layer", "layer+dx", "layer+dx", "moe model vs dense gpt (same active params)"]
+    assert "faster than hf eager" in lines[0] and "vs dense MLP" in lines[1]
 
 
 def test_cli_prints_table(capsys: pytest.CaptureFixture[str]) -> None:

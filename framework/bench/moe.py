@@ -1,6 +1,8 @@
 """``archlab bench moe``: the MoE layer against Hugging Face and a dense MLP; the ``moe`` model against dense ``gpt``.
 
-Layer (forward + backward, same input, same upstream gradient):
+Layer (forward + backward, same input, same upstream gradient), timed twice: ``layer`` back-propagates to the
+weights only (an isolated block, as Hugging Face's numbers are usually quoted), ``layer+dx`` also to the input,
+as it must inside a network:
   ours       framework.nn.moe.MoEFeedForward (token choice, top-k, softmax after top-k, dropless, SwiGLU)
   HF         transformers' MixtralSparseMoeBlock (its default experts implementation)
   dense      one SwiGLU MLP of hidden k * expert_hidden: the same parameters active per token
@@ -64,6 +66,7 @@ class BenchConfig:
     vocab: int = 256
     threads: int | None = None
     hf_impls: tuple[str, ...] = ("eager", "grouped_mm")  # Hugging Face experts implementations to time
+    input_grad: tuple[bool, ...] = (False, True)  # layer groups: without and with the input's gradient
 
 
 # --- layer ----------------------------------------------------------------------------------------
@@ -103,6 +106,7 @@ def layer_step(name: str, layer: nn.Module, x: torch.Tensor, grad: torch.Tensor,
                dtype: str) -> Callable[[], None]:
     def step() -> None:
         layer.zero_grad(set_to_none=True)
+        x.grad = None
         with autocast(device, dtype):
             out = layer(x)
         if name == "ours":  # the balance + z-loss is part of our layer's training cost
@@ -167,13 +171,16 @@ def run(cfg: BenchConfig) -> list[dict[str, Any]]:
     device = pick_device(cfg.device)
     gen = torch.Generator().manual_seed(0)
     layers = build_layers(cfg, device)
-    x = torch.randn(1, cfg.tokens, cfg.d_model, generator=gen).to(device)  # (1, N, C): the FFN sees N tokens
-    grad = torch.randn(x.shape, generator=gen).to(device)
-    fns = {name: layer_step(name, m, x, grad, device, cfg.dtype) for name, m in layers.items()}
-    timings = time_interleaved(fns, device, cfg.steps, cfg.warmup)
+    grad = torch.randn(1, cfg.tokens, cfg.d_model, generator=gen).to(device)
     extra = {n: dict(active_params=active_params(n, m, cfg), params=sum(p.numel() for p in m.parameters()))
              for n, m in layers.items()}
-    rows = _rows("layer", timings, "dense", x.shape[0] * x.shape[1], extra)
+    rows = []
+    for input_grad in cfg.input_grad:
+        # (1, N, C): the FFN sees N tokens
+        x = torch.randn(1, cfg.tokens, cfg.d_model, generator=gen).to(device).requires_grad_(input_grad)
+        fns = {name: layer_step(name, m, x, grad, device, cfg.dtype) for name, m in layers.items()}
+        timings = time_interleaved(fns, device, cfg.steps, cfg.warmup)
+        rows += _rows("layer+dx" if input_grad else "layer", timings, "dense", cfg.tokens, extra)
     if cfg.model:
         models = build_models(cfg, device)
         batch = torch.randint(0, cfg.vocab, (cfg.batch, cfg.seq + 1), generator=gen).to(device)
@@ -189,19 +196,22 @@ def run(cfg: BenchConfig) -> list[dict[str, Any]]:
 def summary(rows: Sequence[dict[str, Any]]) -> list[str]:
     by = {(r["group"], r["variant"]): r for r in rows}
     lines = []
-    ours, dense = by.get(("layer", "ours")), by.get(("layer", "dense"))
-    hfs = [r for r in rows if r["group"] == "layer" and r["variant"].startswith("hf")]
-    if ours and hfs:
-        hf = min(hfs, key=lambda r: r["time_vs_baseline"])  # against Hugging Face's fastest implementation here
-        speedup = hf["time_vs_baseline"] / ours["time_vs_baseline"]
-        ok = "meets" if speedup >= LAYER_TARGET_VS_HF else "BELOW"
-        lines.append(f"layer vs HF MixtralSparseMoeBlock ({hf['variant']}, its fastest here): {speedup:.2f}x faster "
-                     f"({ok} target >= {LAYER_TARGET_VS_HF}x); HF takes {hf['time_vs_baseline']:.2f}x the dense MLP's time")
-    if ours and dense:
-        r = ours["time_vs_baseline"]
-        ok = "meets" if r <= LAYER_TARGET_VS_DENSE else "ABOVE"
-        lines.append(f"layer vs dense MLP with the same active params: {r:.2f}x its time "
-                     f"({ok} target <= {LAYER_TARGET_VS_DENSE}x)")
+    for group in ("layer", "layer+dx"):
+        ours, dense = by.get((group, "ours")), by.get((group, "dense"))
+        hfs = [r for r in rows if r["group"] == group and r["variant"].startswith("hf")]
+        if ours and hfs:
+            vs = ", ".join(f"{r['time_vs_baseline'] / ours['time_vs_baseline']:.2f}x faster than {r['variant']} "
+                           f"({r['time_vs_baseline']:.2f}x dense)" for r in hfs)
+            best = min(r["time_vs_baseline"] for r in hfs)
+            ok = "meets" if best / ours["time_vs_baseline"] >= LAYER_TARGET_VS_HF else "BELOW"
+            lines.append(f"{group}: ours {vs} ({ok} target >= {LAYER_TARGET_VS_HF}x vs the fastest, which would "
+                         f"take {best / LAYER_TARGET_VS_HF:.2f}x the dense MLP's time: same active FLOPs, so ~1.0x "
+                         f"is the floor)")
+        if ours and dense:
+            r = ours["time_vs_baseline"]
+            ok = "meets" if r <= LAYER_TARGET_VS_DENSE else "ABOVE"
+            lines.append(f"{group}: ours vs dense MLP with the same active params: {r:.2f}x its time "
+                         f"({ok} target <= {LAYER_TARGET_VS_DENSE}x)")
     moe = by.get(("model", "moe"))
     if moe:
         lines.append(f"moe model vs dense gpt (same active params): tokens/s ratio {1 / moe['time_vs_baseline']:.2f} "

@@ -4,9 +4,10 @@
 statistics as values (torchtune's idiom), so the enclosing model sums ``aux_loss`` into
 ``ModelOutput.aux_loss`` and stacks the per-layer stats (``collect_moe_stats``) into ``ModelOutput.stats``.
 
-Dispatch: the router sorts assignments by expert; each expert runs once on a contiguous batch of its
-tokens (index_select), and outputs are scattered back with index_add. The loop is over experts, not
-tokens, so its Python cost does not grow with the number of tokens.
+Dispatch: the router sorts assignments by expert; the tokens are gathered in that order (index_select),
+all experts run at once with grouped matmuls over their contiguous slices (``GroupedExperts``), and the
+gated outputs are scattered back with index_add. No Python loop over tokens (nor, on the grouped_mm
+path, over experts).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from .feedforward import GatedMLP, MLP
+from .moe_experts import GroupedExperts
 from .moe_config import MoEConfig
 from .moe_router import Router, Routing, capacity, expert_choice, token_choice
 
@@ -64,7 +66,7 @@ class MoEFeedForward(nn.Module):
             raise ValueError("moe.d_ff: set it, or give the layer the host's FFN width")
         self.d_ff = hidden
         self.router = Router(d_model, cfg.n_experts, cfg.jitter)
-        self.experts = nn.ModuleList(make_expert(cfg.activation, d_model, hidden, cfg.bias) for _ in range(cfg.n_experts))
+        self.experts = GroupedExperts(cfg.n_experts, d_model, hidden, cfg.activation, cfg.bias)
         # n shared experts of width d_ff are one FFN of width n * d_ff (their sum is the same function).
         self.shared = (make_expert(cfg.activation, d_model, cfg.n_shared_experts * hidden, cfg.bias)
                        if cfg.n_shared_experts else None)
@@ -73,7 +75,7 @@ class MoEFeedForward(nn.Module):
     # ---- parameters -------------------------------------------------------------------------
     def expert_params(self) -> int:
         """Parameters of one routed expert."""
-        return sum(p.numel() for p in self.experts[0].parameters())
+        return self.experts.params_per_expert()
 
     def inactive_params(self) -> int:
         """Routed-expert parameters a token does not use: (E - k) experts (k = average for expert choice)."""
@@ -87,9 +89,19 @@ class MoEFeedForward(nn.Module):
                 nn.init.normal_(module.weight, std=std)
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
-        if out_std is not None:
-            for expert in [*self.experts, *([self.shared] if self.shared is not None else [])]:
-                nn.init.normal_(expert.down_proj.weight, std=out_std)
+        for weight, bias in self.experts.projections():
+            nn.init.normal_(weight, std=out_std if weight is self.experts.down_proj and out_std else std)
+            if bias is not None:
+                nn.init.zeros_(bias)
+        if out_std is not None and self.shared is not None:
+            nn.init.normal_(self.shared.down_proj.weight, std=out_std)
+
+    @torch.no_grad()
+    def upcycle_(self, ffn: MLP | GatedMLP) -> None:
+        """Sparse upcycling (Komatsuzaki et al. 2022): every routed expert becomes a copy of a trained dense FFN.
+        With one expert and top_k=1 the layer then computes exactly that FFN (the router is left as it is)."""
+        for i in range(len(self.experts)):
+            self.experts.load_dense_(i, ffn)
 
     # ---- forward ----------------------------------------------------------------------------
     def route(self, logits: torch.Tensor, valid: torch.Tensor | None) -> Routing:
@@ -115,8 +127,7 @@ class MoEFeedForward(nn.Module):
 
         # Experts: one contiguous batch each, in expert order (the routing sorted them so).
         xs = flat.index_select(0, routing.token_idx)  # (M, C)
-        chunks = xs.split(routing.counts.tolist())
-        ys = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, chunks)]) if len(xs) else xs
+        ys = self.experts(xs, routing.counts)
         ys = ys * routing.gate.unsqueeze(-1).to(ys.dtype)  # (M, C)
         out = torch.zeros((b * t, c), dtype=ys.dtype, device=x.device).index_add_(0, routing.token_idx, ys)
         if self.shared is not None:

@@ -98,6 +98,8 @@ class Bert(nn.Module):
             nn.init.normal_(module.weight, std=self.config.init_std)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
+        if isinstance(module, MoEFeedForward):  # stacked expert weights are not nn.Linear modules
+            module.init_weights(self.config.init_std)
 
     def hidden_states(
         self,

@@ -143,6 +143,8 @@ class T5(nn.Module):
                     if proj is not None:
                         nn.init.normal_(proj.weight, std=f * d**-0.5)
                 nn.init.normal_(module.down_proj.weight, std=f * cfg.ffn_hidden**-0.5)
+            elif isinstance(module, MoEFeedForward):  # routed experts: stacked weights, same stds
+                module.init_weights(f * d**-0.5, out_std=f * module.d_ff**-0.5)
 
     # ---- the two halves (also the generation protocol of framework.seq2seq_generation) ---------
     def encode(
