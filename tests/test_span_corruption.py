@@ -81,7 +81,27 @@ def test_text_datamodules_build_seq2seq_batches(source: str, tmp_path) -> None:
     assert len(draws) > 1
 
 
-@pytest.mark.parametrize("kwargs, match", [(dict(vocab_size=256), "vocab_size >= 259"), (dict(seq_len=4), "seq_len")])
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(vocab_size=256), "vocab_size >= 259"), (dict(seq_len=4), "seq_len"),
+    (dict(noise_density=1.5), r"data\.noise_density .* strictly between 0 and 1"),
+    (dict(noise_density=0.0), r"data\.noise_density"),
+    (dict(mean_span_length=0.5), r"data\.mean_span_length .* >= 1"),
+])
 def test_span_corruption_config_errors(kwargs: dict, match: str) -> None:
     with pytest.raises(DataConfigError, match=match):
         TextDataModule(**(dict(source="shakespeare", seq_len=64, vocab_size=VOCAB, objective="seq2seq") | kwargs))
+
+
+def test_noise_density_and_mean_span_length_are_data_keys() -> None:
+    """data.noise_density / data.mean_span_length reach the corruption: dropped share and span count follow."""
+    n, density, mean_span = 96, 0.3, 2.0
+    dm = TextDataModule(source="shakespeare", seq_len=n, vocab_size=VOCAB, batch_size=2, max_bytes=50_000,
+                        objective="seq2seq", noise_density=density, mean_span_length=mean_span)
+    dm.setup()
+    example = dm.val_dataset[3]
+    noise, spans = span_counts(n, density, mean_span)
+    assert (noise, spans) == (29, 14)  # round(96 * 0.3), round(29 / 2)
+    labels = example["labels"]
+    sentinels = (labels >= VOCAB - spans) & (labels < VOCAB)
+    assert int(sentinels.sum()) == spans and len(labels) == noise + spans + 1  # + EOS
+    assert reconstruct(example["input_ids"].tolist(), labels.tolist(), VOCAB) == dm.val_dataset.windows[3]["input_ids"].tolist()

@@ -39,10 +39,11 @@ KINDS = ["sliding_window", "dilated", "strided_local", "strided_strided", "fixed
          "longformer", "longformer_dilated", "bigbird"]
 
 
+@pytest.mark.parametrize("kernel", ["flash_cpu", "math"])
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidirectional"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_blocked_kernel_equals_its_masked_reference(kind: str, causal: bool) -> None:
-    """Random shapes (lengths not divisible by the block), padding, ALiBi, values and gradients."""
+def test_blocked_kernel_equals_its_masked_reference(kind: str, causal: bool, kernel: str) -> None:
+    """Random shapes (lengths not divisible by the block), padding, ALiBi, values and gradients; both kernels."""
     g = torch.Generator().manual_seed(hash(kind) % 1000)
     for trial in range(3):
         bs = [4, 8, 5][trial]
@@ -53,7 +54,7 @@ def test_blocked_kernel_equals_its_masked_reference(kind: str, causal: bool) -> 
         pad = torch.ones(b, t)
         pad[1, : t // 4] = 0  # left padding in the second sequence
         slopes = torch.rand(h, dtype=torch.float64) if trial == 2 else None
-        out = block_sparse_attention(q, k, v, pattern, pad, slopes)
+        out = block_sparse_attention(q, k, v, pattern, pad, slopes, kernel=kernel)
         ref = masked_attention(q, k, v, pattern.mask(t), pad, slopes)
         assert_close(out, ref)
         grad = torch.randn_like(out)
@@ -144,3 +145,22 @@ def test_block_size_dividing_the_window_is_not_needed_for_window_patterns() -> N
     q, k, v = (x.detach() for x in qkv(1, 1, 13))
     pattern = SlidingWindow(4, True, 7)
     assert_close(block_sparse_attention(q, k, v, pattern), masked_attention(q, k, v, pattern.mask(13)))
+
+
+@pytest.mark.parametrize("kind", ["sliding_window", "longformer", "strided_strided"])
+def test_flash_kernel_in_bf16_matches_the_math_kernel(kind: str) -> None:
+    """The fused CPU path takes bf16 (autocast training) and agrees with the unfused kernel."""
+    torch.manual_seed(0)
+    t = 45
+    pattern = make(kind, True, 8)
+    q, k, v = [x.detach().to(torch.bfloat16).requires_grad_() for x in qkv(1, 2, t, 16)]
+    outs, grads = [], []
+    for kernel in ("flash_cpu", "math"):
+        out = block_sparse_attention(q, k, v, pattern, kernel=kernel)
+        assert out.dtype == torch.bfloat16, kernel
+        outs.append(out.float())
+        grads.append([g.float() for g in torch.autograd.grad(out.float().square().sum(), (q, k, v))])
+    assert torch.isfinite(outs[0]).all()
+    assert_close(outs[0], outs[1], atol=3e-2, rtol=3e-2)
+    for a, r in zip(*grads):
+        assert_close(a, r, atol=6e-2, rtol=6e-2)

@@ -52,10 +52,12 @@ def check_span_corruption(
 ) -> None:
     """Raise DataConfigError unless windows of ``seq_len`` bytes corrupt into sources and targets that
     fit ``seq_len`` and the sentinels fit the vocabulary."""
-    if not 0.0 < noise_density < 1.0:
-        raise DataConfigError(f"span corruption: noise_density must be in (0, 1), got {noise_density}")
-    if mean_span_length < 1:
-        raise DataConfigError(f"span corruption: mean_span_length must be >= 1, got {mean_span_length}")
+    if isinstance(noise_density, bool) or not isinstance(noise_density, (int, float)) or not 0.0 < noise_density < 1.0:
+        raise DataConfigError(f"data.noise_density (span corruption) must be a number strictly between 0 and 1, "
+                              f"got {noise_density!r} (T5: 0.15)")
+    if isinstance(mean_span_length, bool) or not isinstance(mean_span_length, (int, float)) or mean_span_length < 1:
+        raise DataConfigError(f"data.mean_span_length (span corruption) must be a number >= 1, "
+                              f"got {mean_span_length!r} (T5: 3)")
     if seq_len < 4:
         raise DataConfigError(f"data.seq_len={seq_len} is too small for span corruption; use data.seq_len >= 16")
     _, spans = span_counts(seq_len, noise_density, mean_span_length)
@@ -128,9 +130,13 @@ class SpanCorruptionDataset(Dataset):
         return {k: v[0] for k, v in batch.items()}
 
 
-def span_corrupted_splits(train: Dataset, val: Dataset, vocab_size: int, seed: int) -> tuple[Dataset, Dataset]:
+def span_corrupted_splits(
+    train: Dataset, val: Dataset, vocab_size: int, seed: int,
+    noise_density: float = NOISE_DENSITY, mean_span_length: float = MEAN_SPAN_LENGTH,
+) -> tuple[Dataset, Dataset]:
     """Training windows get fresh noise every epoch; validation windows a fixed noise per window."""
-    return SpanCorruptionDataset(train, vocab_size), SpanCorruptionDataset(val, vocab_size, seed=seed)
+    shape = dict(noise_density=noise_density, mean_span_length=mean_span_length)
+    return SpanCorruptionDataset(train, vocab_size, **shape), SpanCorruptionDataset(val, vocab_size, seed=seed, **shape)
 
 
 def set_token_ids(datamodule: object) -> None:

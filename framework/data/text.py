@@ -14,7 +14,13 @@ from .errors import OBJECTIVES, DataConfigError, check_choice, check_int, check_
 from .loaders import eval_loader, train_loader
 from .stream import contiguous_loader, contiguous_starts
 from .masking import BYTE_MASK_ID, MaskingSpec, check_mask_rate, masked_splits
-from .span_corruption import check_span_corruption, set_token_ids, span_corrupted_splits
+from .span_corruption import (
+    MEAN_SPAN_LENGTH,
+    NOISE_DENSITY,
+    check_span_corruption,
+    set_token_ids,
+    span_corrupted_splits,
+)
 from .tokenizer import ByteTokenizer
 
 Source = Literal["shakespeare", "pycode", "text"]
@@ -84,6 +90,8 @@ class TextDataModule(pl.LightningDataModule):
     order:       "shuffled" windows, or "contiguous": row i of each training batch continues row i of the
                  previous batch (framework/data/stream.py), for stateful (truncated-BPTT) recurrent training.
     mask_rate:   masked_lm only: share of tokens chosen for prediction, in (0, 1) (BERT: 0.15).
+    noise_density, mean_span_length: seq2seq (span corruption) only: share of tokens dropped, in (0, 1),
+                 and the mean length of a dropped span, >= 1 (T5: 0.15 and 3).
     """
 
 
@@ -101,6 +109,8 @@ class TextDataModule(pl.LightningDataModule):
         seed: int = 0,
         order: Order = "shuffled",
         mask_rate: float = 0.15,
+        noise_density: float = NOISE_DENSITY,
+        mean_span_length: float = MEAN_SPAN_LENGTH,
         objective: str = "causal_lm",
     ) -> None:
         super().__init__()
@@ -120,10 +130,11 @@ class TextDataModule(pl.LightningDataModule):
         self.seed = check_int("seed", seed, None)
         self.order = check_choice("order", order, ORDERS)
         self.mask_rate = check_mask_rate(mask_rate)
+        self.noise_density, self.mean_span_length = noise_density, mean_span_length
         # masked_lm: byte 255 never occurs in UTF-8, so it serves as [MASK] within the 256 byte ids.
         self.mask_token_id = BYTE_MASK_ID if self.objective == "masked_lm" else None
         if self.objective == "seq2seq":  # T5 span corruption; sentinels sit above the 256 bytes
-            check_span_corruption(self.seq_len, self.vocab_size)
+            check_span_corruption(self.seq_len, self.vocab_size, noise_density, mean_span_length)
             set_token_ids(self)
         self.tokenizer = ByteTokenizer()
 
@@ -180,7 +191,8 @@ class TextDataModule(pl.LightningDataModule):
             self.train_dataset, self.val_dataset = masked_splits(self.train_dataset, self.val_dataset, spec, self.seed)
         if self.objective == "seq2seq":  # T5 span corruption of the same windows (data/span_corruption.py)
             self.train_dataset, self.val_dataset = span_corrupted_splits(
-                self.train_dataset, self.val_dataset, self.vocab_size, self.seed
+                self.train_dataset, self.val_dataset, self.vocab_size, self.seed,
+                self.noise_density, self.mean_span_length,
             )
 
     def train_dataloader(self) -> DataLoader:

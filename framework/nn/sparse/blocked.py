@@ -6,10 +6,15 @@ log-sum-exp per query; the backward recomputes the scores chunk by chunk. Query 
 in chunks whose score tensor holds about 1/8 of q's entries (at least ``MIN_CHUNK_ELEMS``): the
 working memory of a chunk (scores, gathered keys/values, their gradients) then stays below q's size,
 so the peak is a small multiple of the inputs, like dense SDPA's, and never O(t * K) at once.
+
+On CPU, ``block_sparse_attention`` hands the same layout to PyTorch's fused flash-attention kernels
+instead (``blocked_flash.py``, ~1.5x faster); this unfused kernel serves other devices and is the
+second implementation the tests hold both to.
 """
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch.nn import functional as F
@@ -218,14 +223,24 @@ def block_sparse_attention(
     pattern: SparsePattern,
     key_padding: torch.Tensor | None = None,
     alibi_slopes: torch.Tensor | None = None,
+    kernel: Literal["auto", "flash_cpu", "math"] = "auto",
 ) -> torch.Tensor:
     """Sparse attention of q, k, v (B, H, T, D) under ``pattern``; key_padding (B, T) 1 = token, 0 = pad.
-    Returns (B, H, T, D)."""
+    Returns (B, H, T, D). ``kernel``: "flash_cpu" runs each chunk through PyTorch's fused CPU attention
+    kernels (``blocked_flash.py``), "math" the unfused chunked kernel above (any device); "auto" picks
+    flash_cpu on CPU."""
+    from .blocked_flash import BlockSparseFlashCPU, flash_cpu_available
+
     b, h, t, d = q.shape
     layout = pattern.layout(t, q.device)
     scale = 1.0 / math.sqrt(d)
     keep = key_padding.bool() if key_padding is not None else None
-    out = _BlockSparse.apply(q, k, v, layout.index, layout.bias, keep, alibi_slopes, scale, _chunks(layout, b, h, d), layout.offset, layout.qperm)
+    if kernel == "flash_cpu" or (kernel == "auto" and flash_cpu_available(q)):
+        out = BlockSparseFlashCPU.apply(q, k, v, layout.index, layout.bias, keep, alibi_slopes, scale,
+                                        layout.offset, layout.qperm)
+    else:
+        out = _BlockSparse.apply(q, k, v, layout.index, layout.bias, keep, alibi_slopes, scale,
+                                 _chunks(layout, b, h, d), layout.offset, layout.qperm)
     if len(layout.global_rows):
         rows = layout.global_rows
         out = out.index_copy(2, rows, _dense_rows(q, k, v, rows, pattern, keep, alibi_slopes, scale).to(out.dtype))
