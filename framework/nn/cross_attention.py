@@ -83,10 +83,31 @@ class MultiHeadAttention(nn.Module):
             scale = self.scale if self.scale is not None else self.head_dim**-0.5
             # sparsity_stats divides by sqrt(D); fold our scale in through q.
             self.last_stats = sparsity_stats(q * (scale * self.head_dim**0.5), k, mask.for_stats(t, k.shape[-2], x.device))
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=additive, dropout_p=self.dropout if self.training else 0.0, scale=self.scale
-        )  # (B, H, T, D)
-        return self.o_proj(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
+        dropout = self.dropout if self.training else 0.0
+        if additive is not None and additive.requires_grad and q.device.type == "cpu":
+            y = biased_attention(q, k, v, additive, dropout, self.scale)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=additive, dropout_p=dropout, scale=self.scale)
+        return self.o_proj(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))  # y: (B, H, T, D)
+
+
+def biased_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, dropout: float = 0.0,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """softmax(q k^T * scale + bias) v for a learned bias (T5's relative positions): (B, H, T, D).
+
+    SDPA has no fused CPU kernel that returns a gradient for its mask, so it falls back to its math path,
+    whose NaN-safe softmax spends three extra passes over the (B, H, T, S) scores (isneginf, all,
+    where): ~6% of a T5 training step. Our masks use the dtype's minimum, never -inf, so a plain softmax
+    is exact here."""
+    if scale is None or scale != 1.0:
+        q = q * (q.shape[-1] ** -0.5 if scale is None else scale)
+    scores = torch.matmul(q, k.transpose(-1, -2)).add_(bias)  # in place: matmul's backward does not need it
+    if scores.dtype in (torch.float16, torch.bfloat16):  # softmax in fp32 under autocast
+        scores = scores.float()
+    probs = F.dropout(scores.softmax(-1).to(v.dtype), dropout, training=dropout > 0)
+    return torch.matmul(probs, v)
 
 
 class AttentionMask(NamedTuple):
@@ -113,16 +134,23 @@ def build_mask(
     dtype: torch.dtype = torch.float32,
     device: torch.device | None = None,
 ) -> AttentionMask:
-    """The additive mask for T queries (the last T of S positions when causal) against S keys."""
+    """The additive mask for T queries (the last T of S positions when causal) against S keys.
+
+    A key_mask without padding is dropped: the mask then stays (1, H, T, S) (or None, so SDPA can take its
+    fused kernel) instead of a (B, H, T, S) copy of the position bias whose gradient is B times larger."""
     if device is None:
         device = key_mask.device if key_mask is not None else position_bias.device if position_bias is not None else None
+    if key_mask is not None and bool(key_mask.all()):
+        key_mask = None
     allowed = None
     if causal and t > 1:
         allowed = torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)[None, None]
     if key_mask is not None:
         keep = key_mask[:, None, None, :].bool()  # (B, 1, 1, S)
         allowed = keep if allowed is None else allowed & keep
-    bias = position_bias.to(dtype) if position_bias is not None else None
+    # Contiguous: the bias arrives as a permuted (1, H, T, S) view of a (T, S, H) lookup, and the attention
+    # adds it to every (B, H, T, S) score tensor, which runs ~3x slower on a strided operand.
+    bias = position_bias.to(dtype).contiguous() if position_bias is not None else None
     if allowed is None:
         return AttentionMask(bias, None)
     base = bias if bias is not None else torch.zeros((), dtype=dtype, device=device)
