@@ -313,3 +313,21 @@ def test_jitter_only_while_training() -> None:
     x = torch.randn(1, 16, D)
     assert not torch.equal(m.train()(x).router_logits, m(x).router_logits)  # fresh noise each call
     torch.testing.assert_close(m.eval()(x).router_logits, m.router.weight(x[0]).float())
+
+
+@pytest.mark.parametrize("kw, expected", [
+    (dict(dropless=True), False),
+    (dict(dropless=False), True),
+    (dict(router="expert_choice", dropless=False), True),
+])
+def test_batch_dependence_is_declared_for_capacity_routing(kw: dict, expected: bool) -> None:
+    """Capacity makes a token's output depend on the other tokens of the batch; the contract kit reads this."""
+    m = layer(n_experts=4, top_k=1, capacity_factor_eval=0.5, **kw).eval()
+    assert m.batch_dependent is expected
+    if kw.get("router") == "expert_choice":
+        return
+    x = torch.randn(1, 8, D)
+    x[0, :7] = x[0, 7]  # tokens 0..6 copy token 7: same expert, and earlier tokens have priority
+    alone = m(x[:, 7:]).output[0, 0]  # capacity 1: token 7 is computed
+    together = m(x).output[0, 7]  # capacity ceil(0.5 * 8 / 4) = 1, taken by token 0: token 7 dropped
+    assert torch.allclose(alone, together) is not expected

@@ -72,6 +72,12 @@ class MoEFeedForward(nn.Module):
                        if cfg.n_shared_experts else None)
         self.dropout = nn.Dropout(dropout)
 
+    @property
+    def batch_dependent(self) -> bool:
+        """True when a token's output depends on the rest of the batch: an expert's capacity is shared by
+        all its tokens (token choice with capacity), or experts pick among all tokens (expert choice)."""
+        return not self.cfg.dropless or self.cfg.router == "expert_choice"
+
     # ---- parameters -------------------------------------------------------------------------
     def expert_params(self) -> int:
         """Parameters of one routed expert."""
