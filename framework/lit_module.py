@@ -1,6 +1,8 @@
 """One LightningModule for every plugin: the objective's loss (+ aux_loss), core metrics, plugin metrics."""
 from __future__ import annotations
 
+import inspect
+
 import math
 import time
 from functools import partial
@@ -21,8 +23,13 @@ IGNORE_INDEX = -100
 
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over positions whose label is not IGNORE_INDEX; logits (B, T, V), labels (B, T)."""
-    return F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE_INDEX)
+    """Mean cross-entropy over positions whose label is not IGNORE_INDEX; logits (..., V), labels (...)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+
+
+def takes_predict_mask(model: nn.Module) -> bool:
+    """Whether ``model.forward`` can compute logits at the scored positions only (``ModelOutput.scored``)."""
+    return "predict_mask" in inspect.signature(model.forward).parameters
 
 
 def _flatten(prefix: str, value: Any) -> dict[str, torch.Tensor]:
@@ -55,6 +62,7 @@ class ArchitectureModule(L.LightningModule):
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.plugin_metrics_every_n_steps = plugin_metrics_every_n_steps
         self.attention_stats = attention_stats  # entropy / top-k mass on validation batches
+        self._sparse_prediction = self.plugin.objective == "masked_lm" and takes_predict_mask(self.model)
         self.val_plugin_metrics = nn.ModuleDict(self.plugin.metrics(config))
         self.train_plugin_metrics = nn.ModuleDict(self.plugin.metrics(config))
         self.val_loss, self.val_acc, self.val_exact = MeanMetric(), MeanMetric(), MeanMetric()
@@ -66,8 +74,10 @@ class ArchitectureModule(L.LightningModule):
 
     def _step(self, batch: dict[str, torch.Tensor]):
         inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if self._sparse_prediction:  # masked LM: the head runs on the ~15% scored positions only
+            inputs["predict_mask"] = batch["labels"] != IGNORE_INDEX
         out = self.model(**inputs)
-        loss = token_loss(out.logits, batch["labels"])
+        loss = token_loss(out.logits, out.aligned_labels(batch["labels"]))
         return out, loss
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -92,7 +102,12 @@ class ArchitectureModule(L.LightningModule):
         n_scored = scored.sum()
         if n_scored == 0:
             return
-        correct = (out.logits.argmax(-1) == labels) & scored
+        if out.scored is None:
+            correct = (out.logits.argmax(-1) == labels) & scored
+        else:  # logits (N, V) at out.scored: put the hits back in place
+            correct = torch.zeros_like(scored)
+            correct[out.scored] = out.logits.argmax(-1) == labels[out.scored]
+            correct &= scored
         self.val_loss.update(loss, weight=n_scored)
         self.val_acc.update(correct.sum() / n_scored, weight=n_scored)
         # A sequence is exactly right when every scored position is right.

@@ -30,9 +30,13 @@ def test_case_builds_equal_sizes_and_aligned_logits(case) -> None:
     assert scored.any() and (batch["labels"][scored] < cfg.vocab).all()
     ours, hf = case.build_ours(Size(32, 2, 4), cfg), case.build_hf(Size(32, 2, 4), cfg)
     assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in hf.parameters())
+    losses = []
     for model, logits_of in ((ours, case.ours_logits), (hf, case.hf_logits)):
-        logits = logits_of(model, batch)
-        assert logits.shape == (*batch["labels"].shape, cfg.vocab)
+        logits, labels = logits_of(model, batch)
+        assert logits.shape == (*labels.shape, cfg.vocab)
+        assert (labels != -100).sum() == scored.sum()  # every scored position, whatever the layout
+        losses.append(torch.nn.functional.cross_entropy(logits.reshape(-1, cfg.vocab), labels.reshape(-1)))
+    assert all(torch.isfinite(loss) for loss in losses)
 
 
 def test_run_returns_one_matched_row_per_model_and_dtype() -> None:

@@ -2,7 +2,9 @@
 Hugging Face at equal size, in the same run, as ratios.
 
 Each training step is forward + fp32 cross-entropy over the labelled positions + backward + AdamW,
-identical code for both sides; only the model differs. Hugging Face runs with
+identical code for both sides; only the model differs, and each side computes logits as its own training
+does: our bert gets ``predict_mask`` (the labelled positions), as ``archlab train`` passes it, and runs its
+MLM head on those ~15% of tokens; Hugging Face's BertForMaskedLM scores every position. Hugging Face runs with
 ``attn_implementation="sdpa"`` (its fastest CPU path). Every variant, both dtypes, is timed interleaved
 round by round (``framework.bench.common``), so "ours / HF" ratios hold on a shared machine.
 
@@ -26,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from framework import build_model
+from framework.output import ModelOutput
 
 from .common import (
     Column,
@@ -108,8 +111,14 @@ class Case:
     build_ours: Callable[[Size, BenchConfig], nn.Module]
     build_hf: Callable[[Size, BenchConfig], nn.Module]
     make_batch: Callable[[BenchConfig, torch.Generator], Batch]
-    ours_logits: Callable[[nn.Module, Batch], torch.Tensor]  # -> (B, T, V) aligned with batch["labels"]
-    hf_logits: Callable[[nn.Module, Batch], torch.Tensor]
+    # -> (logits (..., V), labels (...)) aligned with each other: (B, T, V) and batch["labels"], or the
+    # scored positions only when the model computes just those (ModelOutput.scored)
+    ours_logits: Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor]]
+    hf_logits: Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor]]
+
+
+def _aligned(out: ModelOutput, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    return out.logits, out.aligned_labels(batch["labels"])
 
 
 # --- bert vs BertForMaskedLM ----------------------------------------------------------------------
@@ -143,8 +152,8 @@ def build_hf_bert(size: Size, cfg: BenchConfig) -> nn.Module:
 BERT = Case(
     name="bert", hf_label="HF BertForMaskedLM (sdpa)", build_ours=build_bert, build_hf=build_hf_bert,
     make_batch=masked_lm_batch,
-    ours_logits=lambda model, b: model(b["input_ids"]).logits,
-    hf_logits=lambda model, b: model(input_ids=b["input_ids"]).logits,
+    ours_logits=lambda model, b: _aligned(model(b["input_ids"], predict_mask=b["labels"] != -100), b),
+    hf_logits=lambda model, b: (model(input_ids=b["input_ids"]).logits, b["labels"]),
 )
 
 
@@ -179,9 +188,9 @@ def build_hf_t5(size: Size, cfg: BenchConfig) -> nn.Module:
 T5 = Case(
     name="t5", hf_label="HF T5ForConditionalGeneration (sdpa)", build_ours=build_t5, build_hf=build_hf_t5,
     make_batch=seq2seq_batch,
-    ours_logits=lambda model, b: model(b["input_ids"], b["attention_mask"], b["decoder_input_ids"]).logits,
-    hf_logits=lambda model, b: model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
-                                     decoder_input_ids=b["decoder_input_ids"], use_cache=False).logits,
+    ours_logits=lambda model, b: _aligned(model(b["input_ids"], b["attention_mask"], b["decoder_input_ids"]), b),
+    hf_logits=lambda model, b: (model(input_ids=b["input_ids"], attention_mask=b["attention_mask"],
+                                      decoder_input_ids=b["decoder_input_ids"], use_cache=False).logits, b["labels"]),
 )
 
 # Every architecture in the benchmark, in table order. To add one, write its build_ours / build_hf /
@@ -196,16 +205,16 @@ CASES: list[Case] = [
 
 
 def make_train_step(
-    model: nn.Module, logits_of: Callable[[nn.Module, Batch], torch.Tensor], optimizer: torch.optim.Optimizer,
+    model: nn.Module, logits_of: Callable[[nn.Module, Batch], tuple[torch.Tensor, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
     batch: Batch, device: torch.device, dtype: str,
 ) -> Callable[[], None]:
     """One step: forward under autocast, fp32 cross-entropy on scored positions, backward, AdamW."""
-    labels = batch["labels"]
 
     def step() -> None:
         with autocast(device, dtype):
-            logits = logits_of(model, batch)  # (B, T, V)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
+            logits, targets = logits_of(model, batch)  # (..., V), (...)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
