@@ -15,6 +15,7 @@ from .forward import (
     check_encoder_visibility,
     check_forward_contract,
     check_padding_invariance,
+    check_predict_mask,
 )
 from .generation import check_generate
 from .training import check_checkpoint_roundtrip, check_gradient_flow, check_learns, check_metrics
@@ -33,6 +34,7 @@ CHECKS: dict[str, tuple[Check, tuple[str, ...] | None]] = {
     "encoder_visibility": (check_encoder_visibility, ("seq2seq",)),
     "encoder_independence": (check_encoder_independence, ("seq2seq",)),
     "padding_invariance": (check_padding_invariance, None),
+    "predict_mask": (check_predict_mask, ("masked_lm",)),
     "gradient_flow": (check_gradient_flow, None),
     "metrics": (check_metrics, None),
     "checkpoint_roundtrip": (check_checkpoint_roundtrip, None),

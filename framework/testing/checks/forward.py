@@ -174,3 +174,28 @@ def check_padding_invariance(s: Subject) -> None:
     if not close(ref[0, keep], alone[0, keep]):
         fail(f"a padded sequence's logits differ from the same sequence unpadded "
              f"(max |diff| {max_diff(ref[0, keep], alone[0, keep]):.3g})")
+
+
+def check_predict_mask(s: Subject) -> None:
+    """masked_lm, optional: a forward that takes predict_mask returns logits (N, vocab) at exactly those positions,
+    equal to the full logits there, with ModelOutput.scored set to the mask."""
+    import inspect
+
+    model = s.build().eval()
+    if "predict_mask" not in inspect.signature(model.forward).parameters:
+        raise CheckSkipped("forward takes no predict_mask (an optional speed-up)")
+    b, t = 2, min(8, s.seq_len)
+    inputs = s.inputs(s.tokens(b, t, seed=21))
+    chosen = torch.zeros(b, t, dtype=torch.bool)
+    chosen[0, 1], chosen[1, t - 1], chosen[1, 0] = True, True, True
+    with torch.no_grad():
+        full = model(**inputs).logits
+        out = model(**inputs, predict_mask=chosen)
+    if out.scored is None or not torch.equal(out.scored, chosen):
+        fail("with predict_mask, ModelOutput.scored must be that mask")
+    if tuple(out.logits.shape) != (int(chosen.sum()), s.vocab_size):
+        fail(f"with predict_mask, logits have shape {tuple(out.logits.shape)}, expected (N, vocab_size) = "
+             f"{(int(chosen.sum()), s.vocab_size)}")
+    if not close(out.logits, full[chosen]):
+        fail(f"logits at the predicted positions differ from the full logits there "
+             f"(max |diff| {max_diff(out.logits, full[chosen]):.3g})")
