@@ -34,6 +34,8 @@ class RotaryEmbedding(nn.Module):
         emb = torch.cat([freqs, freqs], dim=-1)  # (n, D)
         self.register_buffer("cos", emb.cos(), persistent=False)
         self.register_buffer("sin", emb.sin(), persistent=False)
+        # rotate_half(x) * sin = swap_halves(x) * [-sin, sin]: the sign lives in the table, not in a neg op.
+        self.register_buffer("sin_signed", torch.cat([-freqs.sin(), freqs.sin()], dim=-1), persistent=False)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotate (B, H, T, D) queries and keys that sit at positions offset .. offset+T-1."""
@@ -41,14 +43,15 @@ class RotaryEmbedding(nn.Module):
         if offset + t > self.cos.shape[0]:
             self._build(2 * (offset + t))
         cos = self.cos[offset : offset + t].to(q.dtype)
-        sin = self.sin[offset : offset + t].to(q.dtype)
+        sin = self.sin_signed[offset : offset + t].to(q.dtype)
         return _rotate(q, cos, sin), _rotate(k, cos, sin)
 
 
-def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """x * cos + rotate_half(x) * sin, as x * cos + swap_halves(x) * sin_signed in one addcmul."""
     half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos + rotated * sin
+    swapped = torch.cat([x[..., half:], x[..., :half]], dim=-1)
+    return torch.addcmul(x * cos, swapped, sin_signed)
 
 
 def alibi_slopes(n_heads: int) -> torch.Tensor:

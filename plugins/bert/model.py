@@ -126,7 +126,8 @@ class Bert(nn.Module):
             if moe is not None:
                 moe_outputs.append(moe)
             # RMS over channels = L2 norm / sqrt(C): one fused reduction, no (B, T, C) temporaries.
-            residual_rms.append(torch.linalg.vector_norm(x.detach(), dim=-1, dtype=torch.float32).mean() / x.shape[-1] ** 0.5)
+            norms = torch.linalg.vector_norm(x.detach(), dim=-1, dtype=torch.promote_types(x.dtype, torch.float32))
+            residual_rms.append(norms.mean() / x.shape[-1] ** 0.5)
         return self.final_norm(x), residual_rms, moe_outputs
 
     def forward(

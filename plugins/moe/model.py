@@ -85,7 +85,9 @@ class MoELM(nn.Module):
             x, moe = block(x, attention_mask, cache[i] if cache else None)
             if moe is not None:
                 moe_outputs.append(moe)
-            residual_rms.append(x.detach().float().pow(2).mean(-1).sqrt().mean())
+            # RMS over channels = L2 norm / sqrt(C): one fused reduction, no (B, T, C) temporaries.
+            norms = torch.linalg.vector_norm(x.detach(), dim=-1, dtype=torch.promote_types(x.dtype, torch.float32))
+            residual_rms.append(norms.mean() / x.shape[-1] ** 0.5)
         logits = self.lm_head(self.final_norm(x))  # (B, T, V)
         aux = sum((m.aux_loss for m in moe_outputs), logits.new_zeros((), dtype=torch.float32))
         stats = {"residual_rms": torch.stack(residual_rms), **collect_moe_stats(moe_outputs)}
