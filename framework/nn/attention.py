@@ -5,11 +5,11 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .attention_stats import sparsity_stats
 from .kv_cache import KVCache
 from .positions import RotaryEmbedding, alibi_bias, alibi_slopes
+from .sdpa import attention
 
 AttentionPosition = Literal["rope", "alibi", "none"]
 
@@ -74,7 +74,7 @@ class SelfAttention(nn.Module):
                 bias = _causal_bias(t, k.shape[-2], x.device)
             self.last_stats = sparsity_stats(q, k_full, bias)
         use_causal_flag = mask is None and self.causal and t > 1
-        y = F.scaled_dot_product_attention(
+        y = attention(  # SDPA (in fp32 for small heads on CPU: framework/nn/sdpa.py)
             q, k, v,
             attn_mask=mask,
             dropout_p=self.dropout if self.training else 0.0,

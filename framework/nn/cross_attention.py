@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from .attention_stats import sparsity_stats
 from .kv_cache import KVCache
+from .sdpa import attention
 
 
 class MultiHeadAttention(nn.Module):
@@ -87,7 +88,7 @@ class MultiHeadAttention(nn.Module):
         if additive is not None and additive.requires_grad and q.device.type == "cpu":
             y = biased_attention(q, k, v, additive, dropout, self.scale)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=additive, dropout_p=dropout, scale=self.scale)
+            y = attention(q, k, v, attn_mask=additive, dropout_p=dropout, scale=self.scale)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))  # y: (B, H, T, D)
 
 
