@@ -201,19 +201,19 @@ def _dense_rows(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor, pattern: SparsePattern,
     keep: torch.Tensor | None, slopes: torch.Tensor | None, scale: float,
 ) -> torch.Tensor:
-    """Attention of the (few) global query rows over all keys: (B, H, G, D), O(g * t)."""
+    """Attention of the (few) global query rows over all keys: (B, H, G, D), O(g * t) time.
+
+    Through SDPA with the rows' additive mask (no gradient): its fused kernels keep only the output and the
+    log-sum-exp for backward, not the (B, H, G, T) probabilities an explicit softmax would."""
     t = k.shape[-2]
     keys = torch.arange(t, device=q.device)
-    allowed = pattern.allowed(rows[:, None], keys[None, :])  # (G, T)
-    acc = torch.promote_types(q.dtype, torch.float32)
-    s = (q[:, :, rows] @ k.transpose(-1, -2)).to(acc) * scale  # (B, H, G, T)
-    m = allowed[None, None]
+    m = pattern.allowed(rows[:, None], keys[None, :])[None, None]  # (1, 1, G, T)
     if keep is not None:
-        m = m & (keep[:, None, None, :] | (rows[:, None] == keys[None, :]))
-    if slopes is not None:
-        s = s + slopes.view(1, -1, 1, 1) * (keys[None, :] - rows[:, None]).to(acc)
-    p = s.masked_fill(~m, float("-inf")).softmax(-1)
-    return (p.to(v.dtype) @ v)
+        m = m & (keep[:, None, None, :] | (rows[:, None] == keys[None, :]))  # (B, 1, G, T)
+    bias = torch.zeros(m.shape, dtype=q.dtype, device=q.device).masked_fill_(~m, float("-inf"))
+    if slopes is not None:  # ALiBi: (B|1, H, G, T)
+        bias = bias + (slopes.view(1, -1, 1, 1) * (keys[None, :] - rows[:, None])).to(q.dtype)
+    return F.scaled_dot_product_attention(q[:, :, rows], k, v, attn_mask=bias, scale=scale)
 
 
 def block_sparse_attention(
