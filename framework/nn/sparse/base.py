@@ -34,6 +34,20 @@ class Layout:
     offset: int | None = None  # set when block b's keys are the range b*BS + offset + [0, K): gathered as a view
     qperm: torch.Tensor | None = None  # (NQB*BS,) query position of each block row (t = padding); None: in order
 
+    def shared_mask(self) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(template, interior): for window layouts (``offset`` set) every block away from the sequence ends
+        has the same (BS, K) mask, the template; interior (NQB,) says which blocks have exactly it. Kernels
+        then use one broadcast mask for chunks of interior blocks instead of a (NQB, BS, K) table.
+        Other layouts: (None, all False). Built once."""
+        if not hasattr(self, "_shared"):
+            nqb = self.mask.shape[0]
+            if self.offset is None:
+                self._shared = (None, torch.zeros(nqb, dtype=torch.bool, device=self.mask.device))
+            else:
+                template = self.mask[nqb // 2]
+                self._shared = (template, (self.mask == template).flatten(1).all(1))
+        return self._shared
+
     @property
     def bias(self) -> torch.Tensor:
         """(NQB, BS, K) additive form of ``mask`` (0 allowed, -inf not), built once."""

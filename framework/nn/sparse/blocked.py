@@ -236,8 +236,9 @@ def block_sparse_attention(
     scale = 1.0 / math.sqrt(d)
     keep = key_padding.bool() if key_padding is not None else None
     if kernel == "flash_cpu" or (kernel == "auto" and flash_cpu_available(q)):
-        out = BlockSparseFlashCPU.apply(q, k, v, layout.index, layout.bias, keep, alibi_slopes, scale,
-                                        layout.offset, layout.qperm)
+        template, interior = layout.shared_mask()
+        out = BlockSparseFlashCPU.apply(q, k, v, layout.index, layout.mask, template, interior, keep, alibi_slopes,
+                                        scale, layout.offset, layout.qperm)
     else:
         out = _BlockSparse.apply(q, k, v, layout.index, layout.bias, keep, alibi_slopes, scale,
                                  _chunks(layout, b, h, d), layout.offset, layout.qperm)

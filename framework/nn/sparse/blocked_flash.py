@@ -2,7 +2,7 @@
 at a time.
 
 The layout is the same as ``blocked.py``'s: query block c attends to its K gathered (or, for window
-layouts, sliced) keys under the mask ``layout.bias[c]``. Each chunk is handed to
+layouts, sliced) keys under the mask ``layout.mask[c]``. Each chunk is handed to
 ``aten._scaled_dot_product_flash_attention_for_cpu`` with the query blocks as the kernel's "heads"
 dimension: q (B*H, NC, BS, D), keys (B*H, NC, K, D) — for window layouts an overlapping strided view,
 no copy — and the mask (1, NC, BS, K). Its backward twin recomputes each chunk from the saved
@@ -30,11 +30,19 @@ def _flash_chunks(nqb: int, b: int, h: int, bs: int, d: int) -> list[tuple[int, 
     return [(c, min(c + step, nqb)) for c in range(0, nqb, step)]
 
 
+def _chunk_bias(mask: torch.Tensor, template: torch.Tensor | None, interior: torch.Tensor, c0: int, c1: int,
+                dtype: torch.dtype) -> torch.Tensor:
+    """Additive (NC, BS, K) mask of blocks [c0, c1), or one broadcast (1, BS, K) when they all have the
+    window template (``Layout.shared_mask``): no (NQB, BS, K) float table is ever built."""
+    src = template[None] if template is not None and bool(interior[c0:c1].all()) else mask[c0:c1]
+    return torch.zeros(src.shape, dtype=dtype, device=src.device).masked_fill_(~src, float("-inf"))
+
+
 def _mask(bias: torch.Tensor, idx: torch.Tensor, qpos: torch.Tensor, keep: torch.Tensor | None,
           slopes: torch.Tensor | None, b: int, h: int) -> torch.Tensor:
     """Additive mask of a chunk for the kernel: (1, NC, BS, K), or (B*H, NC, BS, K) with padding or ALiBi.
 
-    bias (NC, BS, K) 0/-inf; idx (NC, K) key positions; qpos (NC, BS, 1) query positions."""
+    bias (NC | 1, BS, K) 0/-inf; idx (NC, K) key positions; qpos (NC, BS, 1) query positions."""
     m = bias[None, None]  # (1, 1, NC, BS, K), already in the mask dtype (ALiBi terms need fp64 for fp64 queries)
     if keep is not None:  # padding keys hidden, except a query's own position (as in dense SelfAttention)
         seen = keep[:, idx][:, None, :, None, :] | (qpos == idx[:, None, :])  # (B, 1, NC, BS, K)
@@ -48,9 +56,9 @@ def _mask(bias: torch.Tensor, idx: torch.Tensor, qpos: torch.Tensor, keep: torch
 
 class BlockSparseFlashCPU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, index, bias, keep, slopes, scale, offset, qperm):  # noqa: ANN001
+    def forward(ctx, q, k, v, index, mask, template, interior, keep, slopes, scale, offset, qperm):  # noqa: ANN001
         b, h, t, d = q.shape
-        nqb, bs = bias.shape[0], bias.shape[1]
+        nqb, bs = mask.shape[0], mask.shape[1]
         out = torch.empty_like(q)
         lse = q.new_empty(b * h, nqb, bs, dtype=torch.promote_types(q.dtype, torch.float32))
         for c0, c1 in _flash_chunks(nqb, b, h, bs, d):
@@ -58,21 +66,22 @@ class BlockSparseFlashCPU(torch.autograd.Function):
             qc = _rows(q, c0, c1, bs, None, qperm).reshape(b * h, nc, bs, d)
             kc = _keys(k, index, offset, c0, c1, bs).flatten(0, 1)  # (B*H, NC, K, D), a view for windows
             vc = _keys(v, index, offset, c0, c1, bs).flatten(0, 1)
-            mask = _mask(bias[c0:c1].to(_mask_dtype(q)), index[c0:c1], _qpos(qperm, c0, c1, bs, q.device), keep, slopes, b, h)
+            bias = _chunk_bias(mask, template, interior, c0, c1, _mask_dtype(q))
+            additive = _mask(bias, index[c0:c1], _qpos(qperm, c0, c1, bs, q.device), keep, slopes, b, h)
             o, lse_c = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-                qc, kc, vc, 0.0, False, attn_mask=mask, scale=scale)
+                qc, kc, vc, 0.0, False, attn_mask=additive, scale=scale)
             _store(out, o.view(b, h, nc, bs, d), c0, c1, bs, qperm)
             lse[:, c0:c1] = lse_c
-        ctx.save_for_backward(q, k, v, out, lse, index, bias, keep, slopes, qperm)
+        ctx.save_for_backward(q, k, v, out, lse, index, mask, template, interior, keep, slopes, qperm)
         ctx.scale, ctx.offset = scale, offset
         return out
 
     @staticmethod
     def backward(ctx, dout):  # noqa: ANN001
-        q, k, v, out, lse, index, bias, keep, slopes, qperm = ctx.saved_tensors
+        q, k, v, out, lse, index, mask, template, interior, keep, slopes, qperm = ctx.saved_tensors
         scale, offset = ctx.scale, ctx.offset
         b, h, t, d = q.shape
-        nqb, bs = bias.shape[0], bias.shape[1]
+        nqb, bs = mask.shape[0], mask.shape[1]
         acc = torch.promote_types(q.dtype, torch.float32)
         dq = torch.empty(b, h, t, d, dtype=q.dtype, device=q.device)
         dk = torch.zeros(b, h, t, d, dtype=acc, device=q.device)
@@ -86,15 +95,16 @@ class BlockSparseFlashCPU(torch.autograd.Function):
 
             kc = _keys(k, index, offset, c0, c1, bs).flatten(0, 1)
             vc = _keys(v, index, offset, c0, c1, bs).flatten(0, 1)
-            mask = _mask(bias[c0:c1].to(_mask_dtype(q)), index[c0:c1], _qpos(qperm, c0, c1, bs, q.device), keep, slopes, b, h)
+            bias = _chunk_bias(mask, template, interior, c0, c1, _mask_dtype(q))
+            additive = _mask(bias, index[c0:c1], _qpos(qperm, c0, c1, bs, q.device), keep, slopes, b, h)
             gq, gk, gv = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
                 rows(dout), rows(q), kc, vc, rows(out), lse[:, c0:c1], 0.0, False,
-                attn_mask=mask, scale=scale)
+                attn_mask=additive, scale=scale)
             _store(dq, gq.view(b, h, nc, bs, d), c0, c1, bs, qperm)
             flat = index[c0:c1].reshape(-1)
             _accumulate_keys(dk, gk.view(b, h, nc, -1, d).to(acc), flat, offset, c0, bs)
             _accumulate_keys(dv, gv.view(b, h, nc, -1, d).to(acc), flat, offset, c0, bs)
-        return dq, dk.to(k.dtype), dv.to(v.dtype), None, None, None, None, None, None, None
+        return dq, dk.to(k.dtype), dv.to(v.dtype), *([None] * 9)
 
 
 def _mask_dtype(q: torch.Tensor) -> torch.dtype:
