@@ -26,6 +26,20 @@ from .feedforward import MLP, GatedMLP
 ExpertActivation = Literal["swiglu", "gelu"]
 
 
+HALF_CPU_ROW_BUCKET = 64  # bf16/fp16 on CPU: expert groups padded to a multiple of this many rows
+
+
+def _pad_groups(x: torch.Tensor, counts: torch.Tensor, bucket: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows grouped by expert (M, C) -> (x padded with zero rows so every group has a multiple of ``bucket``
+    rows, the padded counts (E,), and where each original row sits in the padded tensor (M,))."""
+    padded = (counts + bucket - 1) // bucket * bucket
+    expert_of_row = torch.repeat_interleave(torch.arange(len(counts), device=x.device), counts, output_size=x.shape[0])
+    shift = (padded.cumsum(0) - padded) - (counts.cumsum(0) - counts)  # (E,) group start, padded minus original
+    rows = torch.arange(x.shape[0], device=x.device) + shift[expert_of_row]
+    out = x.new_zeros(int(padded.sum()), x.shape[1]).index_copy(0, rows, x)
+    return out, padded, rows
+
+
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:
     """grouped_mm is not on autocast's list: cast its operands by hand when autocast is on."""
     kind = device.type
@@ -43,6 +57,7 @@ class GroupedExperts(nn.Module):
         self.n_experts, self.d_model, self.d_ff = n_experts, d_model, d_ff
         self.gated = activation == "swiglu"
         self.impl = impl
+        self.pad_rows_to: int | None = None  # grouped path: round each expert's rows up to this (None: auto)
 
         def weight(rows: int, cols: int) -> nn.Parameter:
             return nn.Parameter(torch.empty(n_experts, rows, cols))
@@ -98,11 +113,25 @@ class GroupedExperts(nn.Module):
         width = dtype.itemsize
         return all(n * width % 16 == 0 for n in (self.d_model, self.d_ff))  # the kernel's row alignment
 
+    def _row_bucket(self, x: torch.Tensor) -> int:
+        if self.pad_rows_to is not None:
+            return self.pad_rows_to
+        # CPU half-precision GEMMs (oneDNN) build a kernel per new shape: with per-expert row counts that
+        # change every step, that is ~3x the GEMM time. Rounding each group up to 64 rows makes shapes repeat.
+        return HALF_CPU_ROW_BUCKET if x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16) else 1
+
     def _grouped(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        offs = counts.cumsum(0).to(torch.int32)
         dtype = _autocast_dtype(x.device)
         if dtype is not None:
             x = x.to(dtype)
+        bucket = self._row_bucket(x)
+        if bucket > 1:
+            x, counts, rows = _pad_groups(x, counts, bucket)
+            return self._grouped_rows(x, counts).index_select(0, rows)
+        return self._grouped_rows(x, counts)
+
+    def _grouped_rows(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        offs = counts.cumsum(0).to(torch.int32)
         expert_of_row = None
         if self.up_bias is not None:  # per-expert biases, gathered per row
             expert_of_row = torch.repeat_interleave(torch.arange(self.n_experts, device=x.device), counts,
