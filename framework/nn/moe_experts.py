@@ -5,7 +5,9 @@ expert 1's, ...) and applies expert i's FFN to its ``counts[i]`` rows. ``torch.n
 does each projection for all experts in one call: one kernel per projection instead of one per expert,
 which keeps the small per-expert matmuls efficient (``archlab bench moe``). Where grouped_mm does not run
 (CUDA before Hopper, float32 on CUDA, widths whose rows are not 16-byte aligned) a loop over experts
-computes the same thing; its cost does not grow with the number of tokens either.
+computes the same thing; its cost does not grow with the number of tokens either. In bf16/fp16 on CPU
+each expert's rows are padded with zero rows to a multiple of 64 (dropped afterwards): oneDNN builds a GEMM
+kernel for every new shape, and per-expert row counts change every step.
 
 Weights use ``nn.Linear``'s (out, in) layout per expert, with the dense FFN's names: ``gate_proj``
 (SwiGLU only), ``up_proj``, ``down_proj``, each (E, out, in). Gate and up stay separate tensors: one fused
