@@ -61,7 +61,9 @@ def _attention_fn(kind: str, t: int, heads: int, head_dim: int, window: int, blo
     def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if len(groups) == 1:
             return block_sparse_attention(q, k, v, groups[0][2])
-        return torch.cat([block_sparse_attention(q[:, h0:h1], k[:, h0:h1], v[:, h0:h1], p) for h0, h1, p in groups], 1)
+        sizes = [h1 - h0 for h0, h1, _ in groups]  # as the model does: one split, not slices
+        parts = zip(q.split(sizes, 1), k.split(sizes, 1), v.split(sizes, 1))
+        return torch.cat([block_sparse_attention(*qkv, p) for (_, _, p), qkv in zip(groups, parts)], 1)
 
     return fn
 

@@ -86,13 +86,16 @@ class SparseSelfAttention(SelfAttention):
     def _static(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         t, s = q.shape[-2], k.shape[-2]
         outs, pairs = [], 0.0
-        for h0, h1, pattern in self.groups:
+        # Head groups as one split (its backward is one concatenation), not slices (each slice's gradient
+        # would be a full-size zero tensor).
+        sizes = [h1 - h0 for h0, h1, _ in self.groups]
+        parts = zip(q.split(sizes, 1), k.split(sizes, 1), v.split(sizes, 1))
+        for (h0, h1, pattern), (qg, kg, vg) in zip(self.groups, parts):
             if t == s:
-                outs.append(block_sparse_attention(q[:, h0:h1], k[:, h0:h1], v[:, h0:h1], pattern,
-                                                   attention_mask, self._slopes(h0, h1)))
+                outs.append(block_sparse_attention(qg, kg, vg, pattern, attention_mask, self._slopes(h0, h1)))
                 pairs += pattern.layout(t, q.device).pairs * (h1 - h0)
             else:  # decoding: the last t of s positions, pattern rows only
-                outs.append(self._rows(q[:, h0:h1], k[:, h0:h1], v[:, h0:h1], pattern, attention_mask, h0, h1))
+                outs.append(self._rows(qg, kg, vg, pattern, attention_mask, h0, h1))
         y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (B, H, T, D)
         if t == s:
             self.last_density = torch.tensor(pairs / (self.n_heads * full_pairs(t, self.causal)))
