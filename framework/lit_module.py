@@ -1,7 +1,6 @@
 """One LightningModule for every plugin: the objective's loss (+ aux_loss), core metrics, plugin metrics."""
 from __future__ import annotations
 
-import inspect
 
 import math
 import time
@@ -17,6 +16,7 @@ from torchmetrics import MeanMetric
 
 from .nn.attention_stats import record_attention_stats
 from .optim import param_groups
+from .output import takes_predict_mask
 from .registry import get_plugin, make_config
 
 IGNORE_INDEX = -100
@@ -26,10 +26,6 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over positions whose label is not IGNORE_INDEX; logits (..., V), labels (...)."""
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX)
 
-
-def takes_predict_mask(model: nn.Module) -> bool:
-    """Whether ``model.forward`` can compute logits at the scored positions only (``ModelOutput.scored``)."""
-    return "predict_mask" in inspect.signature(model.forward).parameters
 
 
 def _flatten(prefix: str, value: Any) -> dict[str, torch.Tensor]:

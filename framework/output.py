@@ -1,9 +1,11 @@
 """The output contract every archlab model returns from ``forward``."""
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 
 @dataclass
@@ -26,3 +28,8 @@ class ModelOutput:
     def aligned_labels(self, labels: torch.Tensor) -> torch.Tensor:
         """``labels`` (B, T) in the layout of ``logits``: (B, T), or (N,) at the scored positions."""
         return labels if self.scored is None else labels[self.scored]
+
+
+def takes_predict_mask(model: nn.Module) -> bool:
+    """Whether ``model.forward`` can compute logits at the scored positions only (``ModelOutput.scored``)."""
+    return "predict_mask" in inspect.signature(model.forward).parameters

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from framework.nn import make_feedforward
+from framework.nn.norms import residual_rms as rms_of
 from framework.nn.moe import MoEFeedForward, MoEOutput, collect_moe_stats
 from framework.nn.sparse import make_attention
 from framework.nn.attention_stats import collect_attention_stats
@@ -125,9 +126,7 @@ class Bert(nn.Module):
             x, moe = block(x, attention_mask)
             if moe is not None:
                 moe_outputs.append(moe)
-            # RMS over channels = L2 norm / sqrt(C): one fused reduction, no (B, T, C) temporaries.
-            norms = torch.linalg.vector_norm(x.detach(), dim=-1, dtype=torch.promote_types(x.dtype, torch.float32))
-            residual_rms.append(norms.mean() / x.shape[-1] ** 0.5)
+            residual_rms.append(rms_of(x))
         return self.final_norm(x), residual_rms, moe_outputs
 
     def forward(

@@ -10,6 +10,7 @@ from framework.generation import generate_with_kv_cache
 from framework.nn import KVCache, SelfAttention, make_feedforward, make_norm
 from framework.nn.attention_stats import collect_attention_stats
 from framework.nn.decoder_block import PreNormBlock
+from framework.nn.norms import residual_rms as rms_of
 from framework.nn.moe import MoEFeedForward, collect_moe_stats
 from framework.output import ModelOutput
 
@@ -85,9 +86,7 @@ class MoELM(nn.Module):
             x, moe = block(x, attention_mask, cache[i] if cache else None)
             if moe is not None:
                 moe_outputs.append(moe)
-            # RMS over channels = L2 norm / sqrt(C): one fused reduction, no (B, T, C) temporaries.
-            norms = torch.linalg.vector_norm(x.detach(), dim=-1, dtype=torch.promote_types(x.dtype, torch.float32))
-            residual_rms.append(norms.mean() / x.shape[-1] ** 0.5)
+            residual_rms.append(rms_of(x))
         logits = self.lm_head(self.final_norm(x))  # (B, T, V)
         aux = sum((m.aux_loss for m in moe_outputs), logits.new_zeros((), dtype=torch.float32))
         stats = {"residual_rms": torch.stack(residual_rms), **collect_moe_stats(moe_outputs)}

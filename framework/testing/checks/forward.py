@@ -5,7 +5,7 @@ from typing import Any
 
 import torch
 
-from ...output import ModelOutput
+from ...output import ModelOutput, takes_predict_mask
 from ..report import CheckSkipped
 from ..subject import Subject
 from .common import close, fail, max_diff
@@ -179,10 +179,8 @@ def check_padding_invariance(s: Subject) -> None:
 def check_predict_mask(s: Subject) -> None:
     """masked_lm, optional: a forward that takes predict_mask returns logits (N, vocab) at exactly those positions,
     equal to the full logits there, with ModelOutput.scored set to the mask."""
-    import inspect
-
     model = s.build().eval()
-    if "predict_mask" not in inspect.signature(model.forward).parameters:
+    if not takes_predict_mask(model):
         raise CheckSkipped("forward takes no predict_mask (an optional speed-up)")
     b, t = 2, min(8, s.seq_len)
     inputs = s.inputs(s.tokens(b, t, seed=21))
