@@ -14,6 +14,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .config_schema import ConfigError
+from .cpu_memory import retain_freed_memory
 from .data.build import build_datamodule
 from .lit_module import ArchitectureModule
 from .loggers import build_loggers, finish_loggers, log_config
@@ -71,6 +72,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     make_config(plugin_name, **model_cfg)
     resume_from = _resume_path(cfg)
     L.seed_everything(cfg.seed, workers=True)
+    retain_freed_memory()  # CPU steps reuse freed activation memory instead of page-faulting fresh pages
     datamodule = build_datamodule(cfg.data, objective=plugin.objective)
     optimizer, scheduler = _optimization(cfg)
     module = ArchitectureModule(

@@ -11,7 +11,7 @@ from framework.config_schema import ConfigError, validate_config
 from framework.nn import GatedMLP, MLP
 from framework.nn.moe import MoEFeedForward, load_balance_loss, router_z_loss
 from framework.nn.moe_config import MoEConfig
-from framework.nn.moe_router import capacity
+from framework.nn.moe_router import capacity, top_experts
 
 D, H = 16, 32
 
@@ -331,3 +331,19 @@ def test_batch_dependence_is_declared_for_capacity_routing(kw: dict, expected: b
     alone = m(x[:, 7:]).output[0, 0]  # capacity 1: token 7 is computed
     together = m(x).output[0, 7]  # capacity ceil(0.5 * 8 / 4) = 1, taken by token 0: token 7 dropped
     assert torch.allclose(alone, together) is not expected
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_top_experts_matches_topk_best_first(k: int) -> None:
+    probs = torch.randn(7, 300).softmax(0)  # (E, N) expert-major, as the router lays it out
+    picked = top_experts(probs, k)
+    assert picked.shape == (k, 300)
+    torch.testing.assert_close(probs.gather(0, picked), probs.topk(k, dim=0).values)  # the k largest, in order
+
+
+def test_router_logits_are_expert_major_and_equal_a_linear_layer() -> None:
+    m = layer(n_experts=4, top_k=2)
+    x = torch.randn(10, D)
+    logits = m.router(x)
+    assert logits.shape == (10, 4) and logits.t().is_contiguous()  # reductions over experts run along tokens
+    torch.testing.assert_close(logits, F.linear(x, m.router.weight.weight))

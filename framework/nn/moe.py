@@ -140,7 +140,7 @@ class MoEFeedForward(nn.Module):
             out = out + self.shared(flat)
         out = self.dropout(out.to(x.dtype)).reshape(b, t, c)
 
-        probs = logits.softmax(-1)  # (N, E)
+        probs = routing.probs  # (N, E)
         routed_probs = probs if valid is None else probs[valid]
         balance = load_balance_loss(routed_probs, routing.requested)
         z = router_z_loss(logits if valid is None else logits[valid])
