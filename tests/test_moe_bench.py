@@ -36,3 +36,12 @@ def test_cli_prints_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert "hf eager" in out and "time vs baseline" in out and "dense gpt" not in out
     with pytest.raises(SystemExit):
         parse_args(["--top-k", "9"])
+
+
+def test_breakdown_times_each_stage_and_the_models_without_optimizer() -> None:
+    rows = run(BenchConfig(**TINY, breakdown=True, hf_impls=(), input_grad=(True,)))
+    stages = [r["variant"] for r in rows if r["group"] == "breakdown"]
+    assert stages == ["experts", "+dispatch", "+gates", "full layer", "dense"]
+    assert {r["variant"] for r in rows if r["group"] == "model fwd+bwd"} == {"moe", "dense gpt"}
+    line = summary(rows)[-1]
+    assert line.startswith("breakdown") and "+gates" in line and "without the optimizer step" in line

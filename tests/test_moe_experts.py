@@ -99,3 +99,13 @@ def test_loading_the_wrong_kind_of_ffn_names_the_mismatch() -> None:
 def test_params_per_expert() -> None:
     assert experts("swiglu", True, "auto").params_per_expert() == 3 * D * H + 2 * H + D
     assert experts("gelu", False, "auto").params_per_expert() == 2 * D * H
+
+
+def test_broadcast_output_gradient_backpropagates() -> None:
+    """out.sum() hands grouped_mm's backward a stride-0 gradient, which it rejects: the module makes it dense."""
+    grads = []
+    for impl in ("grouped_mm", "loop"):
+        m = experts("swiglu", False, impl)
+        m(torch.ones(6, D), torch.tensor([2, 0, 3, 1])).sum().backward()
+        grads.append(m.down_proj.grad)
+    torch.testing.assert_close(grads[0], grads[1])

@@ -14,6 +14,7 @@ are what a shared machine can measure.
 
     archlab bench moe                                   # 8 experts, top-2, d 256, hidden 512, 2048 tokens
     archlab bench moe --tokens 4096 --steps 20 --no-model
+    archlab bench moe --breakdown      # + where the layer's extra time goes, stage by stage (moe_breakdown.py)
     archlab bench moe --threads 1      # on a busy shared CPU: the per-expert matmuls are small, and
                                        # intra-op threads contending with other jobs hurt them most
 """
@@ -42,6 +43,7 @@ from .common import (
     quartiles,
     time_interleaved,
 )
+from .moe_breakdown import layer_stage_steps, stage_summary
 
 LAYER_TARGET_VS_HF = 1.5      # ours at least 1.5x faster than HF's block
 LAYER_TARGET_VS_DENSE = 1.3   # ours at most 1.3x the time of the dense MLP with the same active parameters
@@ -67,6 +69,7 @@ class BenchConfig:
     threads: int | None = None
     hf_impls: tuple[str, ...] = ("eager", "grouped_mm")  # Hugging Face experts implementations to time
     input_grad: tuple[bool, ...] = (False, True)  # layer groups: without and with the input's gradient
+    breakdown: bool = False     # also time the layer stage by stage, and the models without the optimizer
 
 
 # --- layer ----------------------------------------------------------------------------------------
@@ -137,7 +140,8 @@ def build_models(cfg: BenchConfig, device: torch.device) -> dict[str, nn.Module]
     return {"moe": moe.to(device).train(), "dense gpt": dense.to(device).train()}
 
 
-def train_step(model: nn.Module, batch: torch.Tensor, device: torch.device, dtype: str) -> Callable[[], None]:
+def train_step(model: nn.Module, batch: torch.Tensor, device: torch.device, dtype: str,
+               optimizer: bool = True) -> Callable[[], None]:
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> None:
@@ -146,7 +150,8 @@ def train_step(model: nn.Module, batch: torch.Tensor, device: torch.device, dtyp
             out = model(batch[:, :-1])
         loss = F.cross_entropy(out.logits.flatten(0, 1).float(), batch[:, 1:].flatten()) + out.aux_loss
         loss.backward()
-        opt.step()
+        if optimizer:
+            opt.step()
     return step
 
 
@@ -181,6 +186,12 @@ def run(cfg: BenchConfig) -> list[dict[str, Any]]:
         fns = {name: layer_step(name, m, x, grad, device, cfg.dtype) for name, m in layers.items()}
         timings = time_interleaved(fns, device, cfg.steps, cfg.warmup)
         rows += _rows("layer+dx" if input_grad else "layer", timings, "dense", cfg.tokens, extra)
+    if cfg.breakdown:
+        x = torch.randn(1, cfg.tokens, cfg.d_model, generator=gen).to(device).requires_grad_()
+        fns = layer_stage_steps(layers["ours"], x, grad, device, cfg.dtype)
+        fns["dense"] = layer_step("dense", layers["dense"], x, grad, device, cfg.dtype)
+        timings = time_interleaved(fns, device, cfg.steps, cfg.warmup)
+        rows += _rows("breakdown", timings, "dense", cfg.tokens, {})
     if cfg.model:
         models = build_models(cfg, device)
         batch = torch.randint(0, cfg.vocab, (cfg.batch, cfg.seq + 1), generator=gen).to(device)
@@ -190,6 +201,10 @@ def run(cfg: BenchConfig) -> list[dict[str, Any]]:
                          active_params=getattr(m, "n_params_active", sum(p.numel() for p in m.parameters())))
                  for n, m in models.items()}
         rows += _rows("model", timings, "dense gpt", cfg.batch * cfg.seq, extra)
+        if cfg.breakdown:
+            fns = {name: train_step(m, batch, device, cfg.dtype, optimizer=False) for name, m in models.items()}
+            timings = time_interleaved(fns, device, cfg.steps, cfg.warmup)
+            rows += _rows("model fwd+bwd", timings, "dense gpt", cfg.batch * cfg.seq, extra)
     return rows
 
 
@@ -216,7 +231,7 @@ def summary(rows: Sequence[dict[str, Any]]) -> list[str]:
     if moe:
         lines.append(f"moe model vs dense gpt (same active params): tokens/s ratio {1 / moe['time_vs_baseline']:.2f} "
                      f"({moe['params'] / 1e6:.2f}M params total, {moe['active_params'] / 1e6:.2f}M active)")
-    return lines
+    return lines + stage_summary(list(rows))
 
 
 def report(rows: Sequence[dict[str, Any]], cfg: BenchConfig) -> str:
@@ -244,6 +259,8 @@ def parse_args(argv: Sequence[str]) -> BenchConfig:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-model", action="store_true", help="only the layer benchmark")
+    p.add_argument("--breakdown", action="store_true",
+                   help="also time the layer stage by stage and the models without the optimizer step")
     p.add_argument("--hf-impls", default="eager,grouped_mm",
                    help="comma-separated Hugging Face experts implementations: eager, grouped_mm, batched_mm")
     a = p.parse_args(list(argv))

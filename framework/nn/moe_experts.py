@@ -148,7 +148,10 @@ class GroupedExperts(nn.Module):
             hidden = F.silu(project(x, self.gate_proj, self.gate_bias)) * up
         else:
             hidden = F.gelu(up)
-        return project(hidden, self.down_proj, self.down_bias)
+        out = project(hidden, self.down_proj, self.down_bias)
+        if out.requires_grad:  # grouped_mm's backward rejects broadcast gradients (e.g. from out.sum())
+            out.register_hook(torch.Tensor.contiguous)
+        return out
 
     def _loop(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         chunks = x.split(counts.tolist())

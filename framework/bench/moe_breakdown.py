@@ -1,0 +1,79 @@
+"""``archlab bench moe --breakdown``: where the MoE layer's time beyond the dense MLP goes, one stage at a time.
+
+Every layer variant runs forward + backward to the weights and the input on the same tokens, with the routing
+computed once beforehand, except in the full layer:
+  experts      the grouped expert FFNs on rows already in expert order (grouped matmuls + SwiGLU)
+  +dispatch    gathering the tokens into expert order and adding the outputs back (index_select / index_add)
+  +gates       the routing weights scaling each expert output, with their gradient
+  full layer   + router, top-k, sort, balance and z losses, statistics: ``MoEFeedForward`` as it trains
+  dense        the dense MLP with the same active parameters (baseline)
+The step from one row to the next is what that stage costs. The model rows time forward + backward without
+the optimizer step, so the train-step ratio can be split into the layers and AdamW over all the parameters.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .common import autocast
+
+STAGES = ("experts", "+dispatch", "+gates", "full layer")
+
+
+def layer_stage_steps(ours: nn.Module, x: torch.Tensor, grad: torch.Tensor, device: torch.device,
+                      dtype: str) -> dict[str, Callable[[], None]]:
+    """Step functions for the stages above; x (1, N, C) requires grad, grad (1, N, C) is the upstream gradient."""
+    n, c = x.shape[-2], x.shape[-1]
+    with torch.no_grad(), autocast(device, dtype):
+        routing = ours.route(ours.router(x.detach().reshape(n, c)), None)
+    idx, counts = routing.token_idx, routing.counts
+    rows = x.detach().reshape(n, c).index_select(0, idx).requires_grad_()  # (M, C) already in expert order
+    grad_rows = grad.reshape(n, c).index_select(0, idx)
+    # Every stage back-propagates (out * grad).sum(), as the layer rows and the dense baseline do.
+    gate = routing.gate.detach().clone().requires_grad_()
+
+    def reset() -> None:
+        ours.zero_grad(set_to_none=True)
+        x.grad = rows.grad = gate.grad = None
+
+    def experts() -> None:
+        reset()
+        with autocast(device, dtype):
+            out = ours.experts(rows, counts)
+        (out * grad_rows).sum().backward()
+
+    def dispatched(scale: bool) -> Callable[[], None]:
+        def step() -> None:
+            reset()
+            with autocast(device, dtype):
+                flat = x.reshape(n, c)
+                ys = ours.experts(flat.index_select(0, idx), counts)
+                if scale:
+                    ys = ys * gate.unsqueeze(-1).to(ys.dtype)
+                out = torch.zeros((n, c), dtype=ys.dtype, device=x.device).index_add_(0, idx, ys)
+            (out * grad.reshape(n, c)).sum().backward()
+        return step
+
+    def full() -> None:
+        reset()
+        with autocast(device, dtype):
+            out = ours(x)
+        (out.output * grad).sum().add(out.aux_loss).backward()
+
+    return dict(zip(STAGES, (experts, dispatched(False), dispatched(True), full)))
+
+
+def stage_summary(rows: list[dict]) -> list[str]:
+    """'experts 1.08x dense, +dispatch +0.02x, ...' from the breakdown rows (time vs dense, medians)."""
+    by = {r["variant"]: r["time_vs_baseline"] for r in rows if r["group"] == "breakdown"}
+    if not all(s in by for s in STAGES):
+        return []
+    parts = [f"experts {by['experts']:.2f}x"]
+    parts += [f"{b} {by[b] - by[a]:+.2f}x" for a, b in zip(STAGES, STAGES[1:])]
+    line = "breakdown (time vs dense MLP, each stage's increment): " + ", ".join(parts)
+    model = {r["variant"]: r for r in rows if r["group"] == "model fwd+bwd"}
+    if "moe" in model:
+        line += f"; model without the optimizer step: tokens/s ratio {1 / model['moe']['time_vs_baseline']:.2f}"
+    return [line]
