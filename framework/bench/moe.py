@@ -188,8 +188,7 @@ def run(cfg: BenchConfig) -> list[dict[str, Any]]:
         rows += _rows("layer+dx" if input_grad else "layer", timings, "dense", cfg.tokens, extra)
     if cfg.breakdown:
         x = torch.randn(1, cfg.tokens, cfg.d_model, generator=gen).to(device).requires_grad_()
-        fns = layer_stage_steps(layers["ours"], x, grad, device, cfg.dtype)
-        fns["dense"] = layer_step("dense", layers["dense"], x, grad, device, cfg.dtype)
+        fns = layer_stage_steps(layers["ours"], layers["dense"], x, grad, device, cfg.dtype)
         timings = time_interleaved(fns, device, cfg.steps, cfg.warmup)
         rows += _rows("breakdown", timings, "dense", cfg.tokens, {})
     if cfg.model:

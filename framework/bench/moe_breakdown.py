@@ -22,16 +22,17 @@ from .common import autocast
 STAGES = ("experts", "+dispatch", "+gates", "full layer")
 
 
-def layer_stage_steps(ours: nn.Module, x: torch.Tensor, grad: torch.Tensor, device: torch.device,
+def layer_stage_steps(ours: nn.Module, dense: nn.Module, x: torch.Tensor, grad: torch.Tensor, device: torch.device,
                       dtype: str) -> dict[str, Callable[[], None]]:
-    """Step functions for the stages above; x (1, N, C) requires grad, grad (1, N, C) is the upstream gradient."""
+    """Step functions for the stages above and the dense baseline; x (1, N, C) requires grad, grad (1, N, C) is
+    the upstream gradient."""
     n, c = x.shape[-2], x.shape[-1]
     with torch.no_grad(), autocast(device, dtype):
         routing = ours.route(ours.router(x.detach().reshape(n, c)), None)
     idx, counts = routing.token_idx, routing.counts
     rows = x.detach().reshape(n, c).index_select(0, idx).requires_grad_()  # (M, C) already in expert order
     grad_rows = grad.reshape(n, c).index_select(0, idx)
-    # Every stage back-propagates (out * grad).sum(), as the layer rows and the dense baseline do.
+    # Every row back-propagates the upstream gradient itself (no loss product, whose size differs per stage).
     gate = routing.gate.detach().clone().requires_grad_()
 
     def reset() -> None:
@@ -42,7 +43,7 @@ def layer_stage_steps(ours: nn.Module, x: torch.Tensor, grad: torch.Tensor, devi
         reset()
         with autocast(device, dtype):
             out = ours.experts(rows, counts)
-        (out * grad_rows).sum().backward()
+        out.backward(grad_rows)
 
     def dispatched(scale: bool) -> Callable[[], None]:
         def step() -> None:
@@ -53,16 +54,23 @@ def layer_stage_steps(ours: nn.Module, x: torch.Tensor, grad: torch.Tensor, devi
                 if scale:
                     ys = ys * gate.unsqueeze(-1).to(ys.dtype)
                 out = torch.zeros((n, c), dtype=ys.dtype, device=x.device).index_add_(0, idx, ys)
-            (out * grad.reshape(n, c)).sum().backward()
+            out.backward(grad.reshape(n, c))
         return step
 
     def full() -> None:
         reset()
         with autocast(device, dtype):
             out = ours(x)
-        (out.output * grad).sum().add(out.aux_loss).backward()
+        torch.autograd.backward([out.output, out.aux_loss], [grad.to(out.output.dtype), torch.ones_like(out.aux_loss)])
 
-    return dict(zip(STAGES, (experts, dispatched(False), dispatched(True), full)))
+    def dense_mlp() -> None:
+        reset()
+        dense.zero_grad(set_to_none=True)
+        with autocast(device, dtype):
+            out = dense(x)
+        out.backward(grad.to(out.dtype))
+
+    return dict(zip(STAGES + ("dense",), (experts, dispatched(False), dispatched(True), full, dense_mlp)))
 
 
 def stage_summary(rows: list[dict]) -> list[str]:
