@@ -90,8 +90,8 @@ def build_layers(cfg: BenchConfig, device: torch.device) -> dict[str, nn.Module]
     except ImportError:  # transformers is a test/bench dependency
         pass
     else:
-        # eager: a loop over the experts hit (the standalone block's default, HF's fastest on CPU); grouped_mm:
-        # what MixtralForCausalLM picks by default in transformers 5 (torch._grouped_mm, or HF's fallback on CPU).
+        # eager: a loop over the experts hit (the standalone block's default); grouped_mm: what
+        # MixtralForCausalLM picks by default in transformers 5 (torch._grouped_mm), HF's faster one on CPU in fp32.
         for impl in cfg.hf_impls:
             config = MixtralConfig(hidden_size=cfg.d_model, intermediate_size=cfg.hidden,
                                    num_local_experts=cfg.n_experts, num_experts_per_tok=cfg.top_k)
