@@ -45,3 +45,19 @@ def test_breakdown_times_each_stage_and_the_models_without_optimizer() -> None:
     assert {r["variant"] for r in rows if r["group"] == "model fwd+bwd"} == {"moe", "dense gpt"}
     line = summary(rows)[-1]
     assert line.startswith("breakdown") and "+gates" in line and "without the optimizer step" in line
+
+
+def test_layer_step_takes_a_block_that_returns_a_tuple() -> None:
+    """transformers 4.x's MixtralSparseMoeBlock returns (hidden states, router logits)."""
+    import torch
+    from torch import nn
+
+    from framework.bench.moe import layer_step
+
+    class TupleBlock(nn.Linear):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return super().forward(x), x.new_zeros(1)
+
+    block, x = TupleBlock(4, 4), torch.randn(1, 3, 4, requires_grad=True)
+    layer_step("hf eager", block, x, torch.ones(1, 3, 4), torch.device("cpu"), "fp32")()
+    assert block.weight.grad is not None and x.grad is not None

@@ -115,6 +115,8 @@ def layer_step(name: str, layer: nn.Module, x: torch.Tensor, grad: torch.Tensor,
         if name == "ours":  # the balance + z-loss is part of our layer's training cost
             (out.output * grad).sum().add(out.aux_loss).backward()
         else:
+            if isinstance(out, tuple):  # transformers 4.x: (hidden states, router logits)
+                out = out[0]
             (out * grad).sum().backward()
     return step
 
@@ -238,6 +240,11 @@ def report(rows: Sequence[dict[str, Any]], cfg: BenchConfig) -> str:
     head = (f"MoE benchmark on {device}, {cfg.dtype}: {cfg.n_experts} experts, top-{cfg.top_k}, d_model {cfg.d_model}, "
             f"expert hidden {cfg.hidden}; layer: {cfg.tokens} tokens fwd+bwd; model: L{cfg.layers} H{cfg.heads}, "
             f"batch {cfg.batch}x{cfg.seq} train step; {cfg.steps} interleaved rounds, medians")
+    try:  # Hugging Face's block changed between major versions: say which one was timed
+        from transformers import __version__ as hf_version
+        head += f"; Hugging Face: transformers {hf_version}"
+    except ImportError:
+        pass
     table = format_table(rows, [
         Column("group", "group", align="<"), Column("variant", "variant", align="<"),
         Column("params", "params", "{:,}"), Column("active_params", "active/token", "{:,}"),
