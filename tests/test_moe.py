@@ -262,12 +262,16 @@ def test_stats_are_detached_values() -> None:
     assert 0.25 <= out.stats["router_confidence"] <= 1
 
 
-def test_bf16_autocast_runs() -> None:
+def test_bf16_autocast_matches_fp32_within_bf16_precision() -> None:
+    torch.manual_seed(0)  # a seed whose routing no bf16 rounding flips (1 in 200 seeds has such a near-tie)
     m = layer(n_experts=4, top_k=2)
     x = torch.randn(2, 5, D)
+    ref = m(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = m(x)
-    assert out.output.dtype == x.dtype and torch.isfinite(out.output).all()
+    assert out.output.dtype == x.dtype and out.router_logits.dtype == torch.float32  # softmax/z-loss in fp32
+    torch.testing.assert_close(out.router_logits, ref.router_logits, atol=0.05, rtol=0.02)
+    torch.testing.assert_close(out.output, ref.output, atol=0.05, rtol=0.05)
 
 
 # ---- config --------------------------------------------------------------------------------------
