@@ -8,11 +8,13 @@ forward+backward took 4,700 minor page faults and 10 ms of kernel time per step 
 without them), and how many a step took depended on what ran before it: benchmark ratios moved by 10-30%.
 Raising both thresholds keeps freed blocks for reuse (what jemalloc/tcmalloc do, which PyTorch's CPU tuning
 guide recommends preloading); the price is that resident memory stays at its peak instead of shrinking.
+Set ``ARCHLAB_RETAIN_FREED_MEMORY=0`` to keep glibc's defaults.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 _M_TRIM_THRESHOLD = -1  # glibc <malloc.h> mallopt parameters
@@ -20,15 +22,17 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's largest allowed value: blocks above it still come from mmap
 TRIM_THRESHOLD_BYTES = 1 << 30   # return heap top to the OS only when a GiB of it is free
 
+OPT_OUT = "ARCHLAB_RETAIN_FREED_MEMORY"
 _applied = False
 
 
 def retain_freed_memory() -> bool:
-    """Apply the thresholds once per process; True when applied (Linux with glibc), False elsewhere."""
+    """Apply the thresholds once per process; True when applied (Linux with glibc), False elsewhere or when
+    the environment variable ``ARCHLAB_RETAIN_FREED_MEMORY`` is 0."""
     global _applied
     if _applied:
         return True
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or os.environ.get(OPT_OUT, "1").strip() == "0":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

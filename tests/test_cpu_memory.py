@@ -1,6 +1,7 @@
 """framework.cpu_memory: freed tensor memory is reused instead of page-faulting fresh pages (glibc only)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -34,3 +35,11 @@ def test_retained_memory_stops_page_faults_on_reallocation() -> None:
     before, after, applied, again = out.split()
     assert applied == "True" and again == "True"  # applied once, a second call is a no-op that says so
     assert int(after) * 4 < int(before), (before, after)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt thresholds are glibc's")
+def test_opt_out_keeps_glibc_defaults() -> None:
+    env = {**os.environ, "ARCHLAB_RETAIN_FREED_MEMORY": "0"}
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True, env=env).stdout
+    before, after, applied, _ = out.split()
+    assert applied == "False" and int(after) * 4 > int(before)  # still page-faulting as before
