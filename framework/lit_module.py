@@ -201,6 +201,21 @@ class ArchitectureModule(L.LightningModule):
             reset_state()
 
     # ---- optimisation -----------------------------------------------------------------------
+    def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        # Lightning refuses to clip for a fused optimizer under any mixed precision, because with fp16 loss
+        # scaling the fused step unscales the gradients itself. bf16 has no loss scaling: the gradients here
+        # are already true, so clip them directly. (fp16 + fused + clipping fails at config time, train.py.)
+        fused = getattr(optimizer, "defaults", {}).get("fused")
+        if gradient_clip_val and fused and self.trainer.precision == "bf16-mixed":
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self):
         if self.optimizer_factory is None:
             raise ValueError("optimizer: no optimizer configured")

@@ -54,8 +54,15 @@ def _optimization(cfg: DictConfig) -> tuple[Any, Any]:
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     try:
         probe = optimizer([torch.nn.Parameter(torch.zeros(1))])
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, RuntimeError) as err:
         raise ConfigError(f"optimizer: {err}") from err
+    precision, clip = str(cfg.trainer.get("precision", "32")), cfg.trainer.get("gradient_clip_val")
+    if probe.defaults.get("fused") and precision in ("16", "16-mixed") and clip:
+        # Lightning would raise this at the first clipped step, after the run's files were set up.
+        raise ConfigError(
+            "optimizer.fused: a fused optimizer unscales fp16 gradients itself, so Lightning cannot clip them "
+            f"(trainer.precision={precision}, trainer.gradient_clip_val={clip}); set optimizer.fused=false, "
+            "trainer.gradient_clip_val=null or trainer.precision=bf16-mixed")
     if scheduler is not None:
         try:
             scheduler(probe, total_steps=max(1, int(cfg.trainer.get("max_steps", 1))))

@@ -49,6 +49,8 @@ def test_every_optimizer_option_instantiates(option, tmp_path):
     cfg = compose_train([f"optimizer={option}"], tmp_path)
     opt = instantiate(cfg.optimizer)([torch.nn.Parameter(torch.zeros(2))])
     assert opt.param_groups[0]["lr"] == cfg.optimizer.lr
+    if option == "adamw":  # the default runs PyTorch's fused kernel (CPU and CUDA alike)
+        assert opt.defaults["fused"] is True
 
 
 @pytest.mark.parametrize("option", options("scheduler"))

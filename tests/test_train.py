@@ -61,6 +61,7 @@ def test_same_seed_same_result(tmp_path):
         ("optimizer.lr=-1", "optimizer"),
         ("data=shakespeare,data.seq_len=100000000", "seq_len"),
         ("data.task=nosuch", "data.task"),
+        ("trainer.precision=16-mixed", "optimizer.fused"),  # fused AdamW + fp16 clipping: Lightning can't
     ],
 )
 def test_bad_config_fails_before_training_naming_the_field(tmp_path, override, field):
@@ -86,3 +87,21 @@ def test_bf16_mixed_accumulation_and_training_step_plugin_metrics(tmp_path):
     header = next(iter(rows)).read_text().splitlines()[0]
     for key in ("train/loss", "train/grad_norm", "train/lr", "perf/tokens_per_sec", "val/ppl", "model/params"):
         assert key in header, key
+
+
+@pytest.mark.parametrize("algorithm", ["norm", "value"])
+def test_fused_adamw_under_bf16_mixed_still_clips(tmp_path, monkeypatch, algorithm):
+    """Lightning refuses to clip for fused optimizers under mixed precision; bf16 has no loss scaling, so the
+    module clips itself. Without that the run would raise at the first optimizer step."""
+    calls = []
+    for name in ("clip_grad_norm_", "clip_grad_value_"):
+        real = getattr(torch.nn.utils, name)
+        monkeypatch.setattr(torch.nn.utils, name,
+                            lambda params, limit, *a, _real=real, _name=name, **k: calls.append((_name, limit))
+                            or _real(params, limit, *a, **k))
+    cfg = compose_train(FAST + ["data=synthetic", "sample.prompt=null", "callbacks=none", "trainer.max_steps=2",
+                                "trainer.precision=bf16-mixed", "trainer.gradient_clip_val=0.5",
+                                f"trainer.gradient_clip_algorithm={algorithm}"], tmp_path)
+    assert cfg.optimizer.fused is True
+    train(cfg)
+    assert calls == [(f"clip_grad_{algorithm}_", 0.5)] * 2

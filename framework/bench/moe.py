@@ -6,7 +6,7 @@ as it must inside a network:
   ours       framework.nn.moe.MoEFeedForward (token choice, top-k, softmax after top-k, dropless, SwiGLU)
   HF         transformers' MixtralSparseMoeBlock (its default experts implementation)
   dense      one SwiGLU MLP of hidden k * expert_hidden: the same parameters active per token
-Model (training step: forward + fp32 cross-entropy + aux loss + backward + AdamW):
+Model (training step: forward + fp32 cross-entropy + aux loss + backward + fused AdamW, as ``archlab train``):
   moe        the ``moe`` plugin, MoE FFN in every block
   dense gpt  ``gpt`` (Llama-style: RoPE, RMSNorm, SwiGLU, no bias) with d_ff = k * expert_hidden
 All variants of a group are timed interleaved in one run (framework.bench.common): ratios, not absolute times,
@@ -144,7 +144,7 @@ def build_models(cfg: BenchConfig, device: torch.device) -> dict[str, nn.Module]
 
 def train_step(model: nn.Module, batch: torch.Tensor, device: torch.device, dtype: str,
                optimizer: bool = True) -> Callable[[], None]:
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as conf/optimizer/adamw.yaml
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
