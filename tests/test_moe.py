@@ -263,14 +263,13 @@ def test_stats_are_detached_values() -> None:
 
 
 def test_bf16_autocast_matches_fp32_within_bf16_precision() -> None:
-    torch.manual_seed(0)  # a seed whose routing no bf16 rounding flips (1 in 200 seeds has such a near-tie)
     m = layer(n_experts=4, top_k=2)
     x = torch.randn(2, 5, D)
     ref = m(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = m(x)
-    assert out.output.dtype == x.dtype and out.router_logits.dtype == torch.float32  # softmax/z-loss in fp32
-    torch.testing.assert_close(out.router_logits, ref.router_logits, atol=0.05, rtol=0.02)
+    assert out.output.dtype == x.dtype
+    torch.testing.assert_close(out.router_logits, ref.router_logits)  # the router runs in fp32 regardless
     torch.testing.assert_close(out.output, ref.output, atol=0.05, rtol=0.05)
 
 

@@ -54,10 +54,13 @@ class Router(nn.Module):
         self.jitter = jitter
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (N, C) -> router logits (N, E) in float32 (softmax and z-loss want the precision)."""
+        """x: (N, C) -> router logits (N, E), computed in float32."""
         if self.training and self.jitter > 0:
             x = x * torch.empty_like(x).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
-        return (self.weight.weight @ x.t()).float().t()  # (E, N) storage, (N, E) view
+        # float32 even under autocast or in a bf16 model (Switch Transformer's selective precision: routing
+        # decisions and the softmax are sensitive to rounding; the matmul is E x C x N, negligible).
+        with torch.autocast(x.device.type, enabled=False):
+            return (self.weight.weight.float() @ x.float().t()).t()  # (E, N) storage, (N, E) view
 
 
 def top_experts(probs: torch.Tensor, k: int) -> torch.Tensor:
