@@ -104,7 +104,11 @@ def _peak_rss_bytes() -> int:
 
 
 def _child(kind: str, t: int, heads: int, head_dim: int, window: int, block: int) -> None:
-    """Run one fwd+bwd in this (fresh) process and print the peak-RSS rise in bytes."""
+    """Run one fwd+bwd in this (fresh) process and print the peak-RSS rise in bytes.
+
+    Runs with glibc's default malloc thresholds (no ``framework.cpu_memory.retain_freed_memory``, which
+    ``archlab bench`` applies to the parent): memory the warm-up freed and kept would be reused without
+    raising the peak, and the figure would read low."""
     # Warm up at a short length first: thread pools, kernels and autograd allocate once on first use.
     short = min(t, 4 * max(block, 64))
     _step(_attention_fn(kind, short, heads, head_dim, window, block), _inputs(short, heads, head_dim))
