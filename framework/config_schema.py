@@ -24,6 +24,8 @@ def _describe(tp: Any) -> str:
         return " or ".join(_describe(a) for a in typing.get_args(tp))
     if tp is type(None):
         return "null"
+    if origin is dict:
+        return "a mapping"
     if origin in (list, tuple):
         return f"a list of {_describe(typing.get_args(tp)[0])}" if typing.get_args(tp) else "a list"
     return getattr(tp, "__name__", str(tp))
@@ -65,6 +67,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             (item_tp, *_) = typing.get_args(tp) or (Any,)
             items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
             return origin(items)
+    elif origin is dict:
+        if isinstance(value, Mapping):
+            key_tp, item_tp = typing.get_args(tp) or (Any, Any)
+            return {_coerce(k, key_tp, where): _coerce(v, item_tp, f"{where}.{k}") for k, v in value.items()}
     elif dataclasses.is_dataclass(tp):  # nested config section, e.g. model.moe.n_experts
         if isinstance(value, tp):
             return value

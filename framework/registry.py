@@ -70,6 +70,11 @@ def get_plugin(name: str) -> Plugin:
         return found.plugins[name]
     if name in found.errors:
         raise ValueError(f"plugin {name!r} is installed but broken: {found.errors[name]}")
+    successors = [p.name for p in found.plugins.values() if name in p.upgrades]
+    if successors:  # a retired plugin name, e.g. from a checkpoint written before it was merged into another
+        raise ValueError(f"plugin {name!r} is now part of plugin {successors[0]!r}: checkpoints of {name!r} load with "
+                         f"archlab generate / framework.checkpoint.load_checkpoint; new runs use model=<preset> "
+                         f"(archlab plugins lists them)")
     raise ValueError(f"unknown plugin {name!r}; available: {', '.join(sorted(found.plugins)) or '(none)'}")
 
 

@@ -1,5 +1,6 @@
-"""Behaviour of the ``gpt`` plugin at tiny sizes: causality, KV cache, padding, gradients, config
-validation, sampling and weight tying, parametrized over the flags that change the computation."""
+"""The decoder stack with attention layers (the ``gpt``/``llama`` presets) at tiny sizes: causality, KV
+cache, padding, gradients, config validation, sampling and weight tying, parametrized over the flags that
+change the computation."""
 from __future__ import annotations
 
 import pytest
@@ -8,9 +9,8 @@ from torch.nn import functional as F
 from torch.testing import assert_close
 
 import framework
-from framework.nn import KVCache
 from framework.sampling import sample_next_token
-from plugins.gpt import GPT, GPTConfig
+from framework.stack import StackConfig as GPTConfig, StackLM as GPT
 
 POSITIONS = ["learned", "sinusoidal", "rope", "alibi", "none"]
 RELATIVE_POSITIONS = ["rope", "alibi", "none"]  # left padding does not move what these models see
@@ -100,12 +100,12 @@ def test_cached_steps_match_full_forward(position: str, gqa: bool) -> None:
     model = tiny_model(torch.float32, position=position, n_kv_heads=2 if gqa else None)
     x = random_tokens(2, 11)
     full = model(x).logits
-    cache = [KVCache() for _ in model.blocks]
+    cache = model.new_state()
     pieces, start = [], 0
     for size in (4, 1, 1, 3, 1, 1):
-        pieces.append(model(x[:, start : start + size], cache=cache).logits)
+        pieces.append(model(x[:, start : start + size], state=cache).logits)
         start += size
-        assert cache[0].length == start
+        assert cache.length == start
     assert_close(torch.cat(pieces, dim=1), full)
 
 
@@ -117,10 +117,10 @@ def test_cached_steps_with_padding_mask(position: str) -> None:
     mask = torch.ones(2, 9, dtype=torch.long)
     mask[0, :3] = 0  # left padding in the prompt of row 0
     full = model(x, attention_mask=mask).logits
-    cache = [KVCache() for _ in model.blocks]
-    pieces = [model(x[:, :5], attention_mask=mask[:, :5], cache=cache).logits]
+    cache = model.new_state()
+    pieces = [model(x[:, :5], attention_mask=mask[:, :5], state=cache).logits]
     for s in range(5, 9):
-        pieces.append(model(x[:, s : s + 1], attention_mask=mask[:, : s + 1], cache=cache).logits)
+        pieces.append(model(x[:, s : s + 1], attention_mask=mask[:, : s + 1], state=cache).logits)
     real = mask.bool()
     assert_close(torch.cat(pieces, dim=1)[real], full[real])
 
@@ -232,7 +232,7 @@ def test_forward_returns_stats_as_values() -> None:
     out = model(random_tokens(2, 5))
     assert out.logits.shape == (2, 5, VOCAB)
     assert out.aux_loss.shape == () and out.aux_loss.item() == 0.0
-    assert out.stats["residual_rms"].shape == (3,)
+    assert out.stats["resid/rms"].shape == (3,)
 
 
 def test_dropout_only_acts_in_training() -> None:
@@ -247,22 +247,22 @@ def test_dropout_only_acts_in_training() -> None:
 
 
 def test_build_model_through_registry_applies_overrides() -> None:
-    model = framework.build_model("gpt", vocab_size=VOCAB, d_model=16, n_layers=1, n_heads=4, **LLAMA_LIKE)
+    model = framework.build_model("decoder", vocab_size=VOCAB, d_model=16, n_layers=1, n_heads=4, **LLAMA_LIKE)
     assert isinstance(model, GPT)
     assert model.config.position == "rope" and model.config.n_kv_heads == 2 and not model.config.tie_weights
-    assert model.blocks[0].attn.k_proj.out_features == 2 * 4  # n_kv_heads * head_dim
+    assert model.blocks[0].mixer.k_proj.out_features == 2 * 4  # n_kv_heads * head_dim
 
 
 def test_d_model_not_divisible_by_heads() -> None:
     with pytest.raises(ValueError, match="d_model"):
-        framework.build_model("gpt", d_model=30, n_heads=4)
+        framework.build_model("decoder", d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="d_model"):
         GPTConfig(d_model=30, n_heads=4)
 
 
 def test_unknown_key_is_named_with_allowed_fields() -> None:
     with pytest.raises(ValueError) as err:
-        framework.build_model("gpt", n_layer=2)
+        framework.build_model("decoder", n_layer=2)
     message = str(err.value)
     assert "n_layer" in message and "allowed" in message
     for field in ("n_layers", "d_model", "position", "n_kv_heads"):
@@ -272,7 +272,7 @@ def test_unknown_key_is_named_with_allowed_fields() -> None:
 @pytest.mark.parametrize("value", ["x", 2.5, True])
 def test_wrong_type_is_named(value) -> None:
     with pytest.raises(ValueError, match="n_layers") as err:
-        framework.build_model("gpt", n_layers=value)
+        framework.build_model("decoder", n_layers=value)
     assert "int" in str(err.value)
 
 
@@ -287,7 +287,7 @@ def test_wrong_type_is_named(value) -> None:
 )
 def test_bad_choice_lists_allowed_values(field: str, allowed: list[str]) -> None:
     with pytest.raises(ValueError, match=field) as err:
-        framework.build_model("gpt", **{field: "foo"})
+        framework.build_model("decoder", **{field: "foo"})
     for choice in allowed:
         assert repr(choice) in str(err.value)
 
@@ -295,13 +295,13 @@ def test_bad_choice_lists_allowed_values(field: str, allowed: list[str]) -> None
 @pytest.mark.parametrize("n_kv_heads", [3, 0, 8])
 def test_n_kv_heads_must_divide_n_heads(n_kv_heads: int) -> None:
     with pytest.raises(ValueError, match="n_kv_heads"):
-        framework.build_model("gpt", n_heads=4, n_kv_heads=n_kv_heads)
+        framework.build_model("decoder", n_heads=4, n_kv_heads=n_kv_heads)
 
 
 @pytest.mark.parametrize("dropout", [-0.1, 1.0, 1.5])
 def test_dropout_out_of_range(dropout: float) -> None:
     with pytest.raises(ValueError, match="dropout"):
-        framework.build_model("gpt", dropout=dropout)
+        framework.build_model("decoder", dropout=dropout)
 
 
 @pytest.mark.parametrize(
@@ -317,7 +317,7 @@ def test_dropout_out_of_range(dropout: float) -> None:
 )
 def test_other_invalid_values_are_named(overrides: dict, field: str) -> None:
     with pytest.raises(ValueError, match=field):
-        framework.build_model("gpt", **overrides)
+        framework.build_model("decoder", **overrides)
 
 
 # --- 6. sampling ------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from plugins.gpt import GPT, GPTConfig
+from framework.stack import StackConfig as GPTConfig, StackLM as GPT
+from plugins.decoder.hf_convert import from_gpt2, from_llama
 
 transformers = pytest.importorskip("transformers")
 
@@ -27,62 +28,6 @@ def randomize_(model: torch.nn.Module, std: float = 0.2) -> None:
                 p.copy_(1.0 + std * torch.randn_like(p) if name.endswith("weight") else std * torch.randn_like(p))
             else:
                 p.normal_(0.0, std)
-
-
-# --- weight converters: Hugging Face state dict -> our state dict ----------------------------------
-
-
-def gpt2_to_ours(hf: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
-    """GPT-2's Conv1D stores (in, out) weights (y = x @ W + b); nn.Linear stores (out, in). Its fused
-    c_attn holds q, k, v side by side along the output dimension."""
-    ours = {
-        "tok_emb.weight": hf["transformer.wte.weight"],
-        "pos_emb.weight": hf["transformer.wpe.weight"],
-        "final_norm.weight": hf["transformer.ln_f.weight"],
-        "final_norm.bias": hf["transformer.ln_f.bias"],
-        "lm_head.weight": hf["transformer.wte.weight"],  # tied
-    }
-    for i in range(n_layers):
-        src, dst = f"transformer.h.{i}.", f"blocks.{i}."
-        q_w, k_w, v_w = hf[src + "attn.c_attn.weight"].chunk(3, dim=1)  # (C, C) each, (in, out)
-        q_b, k_b, v_b = hf[src + "attn.c_attn.bias"].chunk(3, dim=0)
-        ours |= {
-            dst + "attn_norm.weight": hf[src + "ln_1.weight"],
-            dst + "attn_norm.bias": hf[src + "ln_1.bias"],
-            dst + "attn.q_proj.weight": q_w.t(),
-            dst + "attn.k_proj.weight": k_w.t(),
-            dst + "attn.v_proj.weight": v_w.t(),
-            dst + "attn.q_proj.bias": q_b,
-            dst + "attn.k_proj.bias": k_b,
-            dst + "attn.v_proj.bias": v_b,
-            dst + "attn.o_proj.weight": hf[src + "attn.c_proj.weight"].t(),
-            dst + "attn.o_proj.bias": hf[src + "attn.c_proj.bias"],
-            dst + "ffn_norm.weight": hf[src + "ln_2.weight"],
-            dst + "ffn_norm.bias": hf[src + "ln_2.bias"],
-            dst + "ffn.up_proj.weight": hf[src + "mlp.c_fc.weight"].t(),
-            dst + "ffn.up_proj.bias": hf[src + "mlp.c_fc.bias"],
-            dst + "ffn.down_proj.weight": hf[src + "mlp.c_proj.weight"].t(),
-            dst + "ffn.down_proj.bias": hf[src + "mlp.c_proj.bias"],
-        }
-    return ours
-
-
-def llama_to_ours(hf: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
-    """Llama's projections are nn.Linear with the same head-major layout as ours; only names differ."""
-    ours = {
-        "tok_emb.weight": hf["model.embed_tokens.weight"],
-        "final_norm.weight": hf["model.norm.weight"],
-        "lm_head.weight": hf["lm_head.weight"],
-    }
-    for i in range(n_layers):
-        src, dst = f"model.layers.{i}.", f"blocks.{i}."
-        ours[dst + "attn_norm.weight"] = hf[src + "input_layernorm.weight"]
-        ours[dst + "ffn_norm.weight"] = hf[src + "post_attention_layernorm.weight"]
-        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            ours[dst + f"attn.{proj}.weight"] = hf[src + f"self_attn.{proj}.weight"]
-        for proj in ("gate_proj", "up_proj", "down_proj"):
-            ours[dst + f"ffn.{proj}.weight"] = hf[src + f"mlp.{proj}.weight"]
-    return ours
 
 
 def load_exactly(model: GPT, state: dict[str, torch.Tensor]) -> None:
@@ -108,7 +53,7 @@ def gpt2_pair(attn_implementation: str) -> tuple[torch.nn.Module, GPT]:
         position="learned", norm="layernorm", norm_eps=1e-5, ffn="mlp", activation="gelu_tanh",
         bias=True, pre_norm=True, tie_weights=True, dropout=0.0,
     ))
-    load_exactly(ours, gpt2_to_ours(hf.state_dict(), N_LAYERS))
+    load_exactly(ours, from_gpt2(hf.state_dict(), N_LAYERS))
     assert ours.lm_head.weight is ours.tok_emb.weight
     return hf.eval(), ours.eval()
 
@@ -128,7 +73,7 @@ def llama_pair(attn_implementation: str) -> tuple[torch.nn.Module, GPT]:
         d_ff=D_FF, max_seq_len=MAX_LEN, position="rope", rope_theta=500.0, norm="rmsnorm", norm_eps=1e-6,
         ffn="swiglu", bias=False, pre_norm=True, tie_weights=False, dropout=0.0,
     ))
-    load_exactly(ours, llama_to_ours(hf.state_dict(), N_LAYERS))
+    load_exactly(ours, from_llama(hf.state_dict(), N_LAYERS))
     return hf.eval(), ours.eval()
 
 

@@ -1,6 +1,7 @@
-"""The ``rnn`` plugin (Elman RNN, LSTM, GRU) at tiny sizes: parity with PyTorch's multi-layer modules,
-causality, gradients, config validation, generation with carried state, stateful (TBPTT) training on
-contiguous streams, and the rnn/... statistics."""
+"""Recurrent decoder stacks (the ``rnn``/``elman``/``lstm``/``gru`` presets: recurrent token mixers, no norms,
+residuals or channel mixers) at tiny sizes: parity with PyTorch's multi-layer modules, causality, gradients,
+config validation, generation with carried state, stateful (TBPTT) training on contiguous streams, and the
+rnn/... statistics."""
 from __future__ import annotations
 
 import pytest
@@ -11,19 +12,41 @@ from torch.testing import assert_close
 import framework
 from framework.data import TextDataModule
 from framework.data.stream import ContiguousBatchSampler, contiguous_starts
-from plugins.rnn import RNNLM, RNNConfig
-from plugins.rnn.activations import SATURATION_THRESHOLD, layer_activations, saturated_share
-from plugins.rnn.metrics import rnn_metrics
+from framework.mixers.recurrent_activations import SATURATION_THRESHOLD, layer_activations, saturated_share
+from framework.nn.attention_stats import record_attention_stats
+from framework.stack import StackConfig, StackLM as RNNLM
+from plugins.decoder.metrics import decoder_metrics
 
 CELLS = ["elman", "lstm", "gru"]
 VOCAB = 24
 TORCH_MODULES = {"elman": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 
-def tiny_model(dtype: torch.dtype = torch.float64, **overrides) -> RNNLM:
-    cfg = dict(vocab_size=VOCAB, d_model=12, hidden_size=16, n_layers=2, init_std=0.5)
+# The rnn preset: a stacked RNN as a decoder stack.
+RNN = dict(ffn="none", norm="none", residual=False, position="none")
+
+
+def rnn_config(cell: str = "lstm", hidden_size: int | None = None, **overrides) -> StackConfig:
+    cfg = dict(RNN, mixer=cell, **overrides)
+    if hidden_size is not None:
+        cfg["rnn"] = {"hidden_size": hidden_size}
+    return framework.make_config("decoder", **cfg)
+
+
+def tiny_model(dtype: torch.dtype = torch.float64, cell: str = "lstm", hidden_size: int | None = 16, **overrides) -> RNNLM:
+    cfg = dict(vocab_size=VOCAB, d_model=12, n_layers=2, init_std=0.5)
     cfg.update(overrides)
-    return RNNLM(RNNConfig(**cfg)).to(dtype).eval()
+    return RNNLM(rnn_config(cell, hidden_size, **cfg)).to(dtype).eval()
+
+
+def cells(model: RNNLM) -> list[nn.RNNBase]:
+    return [block.mixer.cell for block in model.blocks]
+
+
+def run(model: RNNLM, x: torch.Tensor, state=None):  # noqa: ANN001
+    """Logits of x from ``state`` (None: a fresh one) and the state after it."""
+    state = model.new_state() if state is None else state
+    return model(x, state=state), state
 
 
 def random_tokens(*shape: int) -> torch.Tensor:
@@ -39,12 +62,12 @@ def test_matches_pytorch_multilayer_module(cell: str) -> None:
     model = tiny_model(cell=cell, hidden_size=12, n_layers=3)
     ref = TORCH_MODULES[cell](12, 12, num_layers=3, batch_first=True).double()
     with torch.no_grad():
-        for i, layer in enumerate(model.layers):
+        for i, layer in enumerate(cells(model)):
             for name, p in layer.named_parameters():
                 getattr(ref, name.replace("_l0", f"_l{i}")).copy_(p)
     x = random_tokens(3, 9)
-    h, _ = ref(model.embed(x))
-    assert_close(model(x).logits, model.head(h))
+    h, _ = ref(model.tok_emb(x))
+    assert_close(model(x).logits, model.lm_head(h))
 
 
 @pytest.mark.parametrize("tie,hidden", [(True, 12), (True, 16), (False, 16)], ids=["tied", "tied_proj", "untied"])
@@ -65,10 +88,11 @@ def test_causal(cell: str, tie: bool, hidden: int) -> None:
 @pytest.mark.parametrize("tie,hidden", [(True, 12), (True, 16), (False, 16)], ids=["tied", "tied_proj", "untied"])
 @pytest.mark.parametrize("cell", CELLS)
 def test_weight_tying_and_projection(cell: str, tie: bool, hidden: int) -> None:
+    """A recurrent layer of another width than d_model projects back to d_model (the residual stream)."""
     model = tiny_model(cell=cell, tie_weights=tie, hidden_size=hidden)
-    assert (model.head.weight is model.embed.weight) == tie
-    assert (model.proj is not None) == (tie and hidden != 12)
-    assert model.head.in_features == (12 if tie else hidden)
+    assert (model.lm_head.weight is model.tok_emb.weight) == tie
+    assert all((block.mixer.out_proj is not None) == (hidden != 12) for block in model.blocks)
+    assert model.lm_head.in_features == 12
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -83,24 +107,24 @@ def test_gradients_reach_every_parameter_and_the_first_token(cell: str) -> None:
         out.retain_grad()
         embedded.append(out)
 
-    model.embed.register_forward_hook(keep)
+    model.tok_emb.register_forward_hook(keep)
     loss = model(x).logits[:, -1].logsumexp(-1).sum()
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
     assert embedded[0].grad[:, 0].abs().sum() > 0
     stats = model.grad_stats()
-    assert set(stats) == {"grad_norm/embedding", "grad_norm/layer0", "grad_norm/layer1", "grad_norm/proj"}
-    expected = torch.cat([p.grad.flatten() for p in model.layers[1].parameters()]).norm()
+    assert set(stats) == {"grad_norm/embedding", "grad_norm/layer0", "grad_norm/layer1"}
+    expected = torch.cat([p.grad.flatten() for p in model.blocks[1].parameters()]).norm()
     assert_close(stats["grad_norm/layer1"], expected)
 
 
 BAD_CONFIGS = [
-    (dict(cell="transformer"), "cell"),
-    (dict(cell="lstm", nonlinearity="relu"), "nonlinearity"),
+    (dict(mixer="transformer"), "mixer.*'lstm'"),
+    (dict(mixer="lstm", rnn={"nonlinearity": "relu"}), "rnn.nonlinearity"),
     (dict(dropout=1.0), "dropout"),
     (dict(n_layers=0), "n_layers"),
-    (dict(hidden_size=0), "hidden_size"),
+    (dict(rnn={"hidden_size": 0}), "rnn.hidden_size"),
     (dict(d_model=-4), "d_model"),
     (dict(stateful="yes"), "stateful"),
     (dict(num_layers=2), "unknown field"),
@@ -110,7 +134,7 @@ BAD_CONFIGS = [
 @pytest.mark.parametrize("overrides,field", BAD_CONFIGS, ids=[f for _, f in BAD_CONFIGS])
 def test_invalid_config_fails_early_naming_the_field(overrides: dict, field: str) -> None:
     with pytest.raises(framework.ConfigError, match=field):
-        framework.make_config("rnn", **overrides)
+        framework.make_config("decoder", **{**RNN, "mixer": "lstm", **overrides})
 
 
 def test_presets_pick_their_cell(tmp_path) -> None:
@@ -120,7 +144,7 @@ def test_presets_pick_their_cell(tmp_path) -> None:
 
     for cell in CELLS:
         name, values = split_model_config(compose_train([f"model={cell}"], tmp_path))
-        assert name == "rnn" and framework.make_config(name, **values).cell == cell
+        assert name == "decoder" and framework.make_config(name, **values).mixer == cell
 
 
 def test_left_padding_is_refused_right_padding_is_harmless() -> None:
@@ -144,7 +168,7 @@ def test_stepwise_state_matches_full_forward(cell: str) -> None:
     full = model(x).logits
     state, pieces, start = None, [], 0
     for size in (4, 1, 1, 3, 1, 1):
-        out, state = model.forward_with_state(x[:, start : start + size], state)
+        out, state = run(model, x[:, start : start + size], state)
         pieces.append(out.logits)
         start += size
     assert_close(torch.cat(pieces, dim=1), full)
@@ -188,10 +212,10 @@ def test_stateful_batches_equal_one_pass_over_the_concatenation(cell: str) -> No
     logits equal one pass over the concatenated sequence; the carried state is detached (TBPTT)."""
     model = tiny_model(cell=cell, stateful=True).train()  # dropout 0: training mode is deterministic
     x = random_tokens(3, 12)
-    full = model.forward_with_state(x)[0].logits
+    full = run(model, x)[0].logits
     pieces = [model(x[:, s : s + 4]).logits for s in (0, 4, 8)]
     assert_close(torch.cat(pieces, dim=1), full)
-    assert all(not t.requires_grad for st in model._carried for t in (st if isinstance(st, tuple) else (st,)))
+    assert all(not t.requires_grad for st in model._carried.layers for t in st.value)
     # A loss on the last batch reaches no earlier batch: its gradient equals that of a fresh forward
     # from the (constant) carried state.
     model.reset_state()
@@ -199,7 +223,7 @@ def test_stateful_batches_equal_one_pass_over_the_concatenation(cell: str) -> No
     carried = model._carried
     loss = model(x[:, 4:8]).logits.sum()
     grads = torch.autograd.grad(loss, list(model.parameters()))
-    ref = model.forward_with_state(x[:, 4:8], carried)[0].logits.sum()
+    ref = run(model, x[:, 4:8], carried)[0].logits.sum()
     for g, r in zip(grads, torch.autograd.grad(ref, list(model.parameters()))):
         assert_close(g, r)
 
@@ -211,7 +235,7 @@ def test_state_resets_per_batch_when_not_stateful_in_eval_and_on_request() -> No
         torch.manual_seed(1)  # the same weights every time
         return tiny_model(**overrides)
 
-    fresh = seeded().forward_with_state(x[:, 4:])[0].logits
+    fresh = run(seeded(), x[:, 4:])[0].logits
     stateless = seeded(stateful=False).train()
     stateless(x[:, :4])
     assert_close(stateless(x[:, 4:]).logits, fresh)
@@ -263,9 +287,9 @@ def test_stateful_training_on_the_contiguous_loader_equals_one_pass(corpus: str)
     pass over that row's whole stream."""
     dm = TextDataModule(source="text", paths=[corpus], seq_len=8, batch_size=3, order="contiguous")
     batches = list(dm.train_dataloader())[:5]
-    model = RNNLM(RNNConfig(vocab_size=256, d_model=8, hidden_size=8, n_layers=2, stateful=True)).double().train()
+    model = RNNLM(rnn_config(vocab_size=256, d_model=8, n_layers=2, stateful=True)).double().train()
     stepped = torch.cat([model(b["input_ids"]).logits for b in batches], dim=1)
-    one_pass = model.forward_with_state(torch.cat([b["input_ids"] for b in batches], dim=1))[0].logits
+    one_pass = run(model, torch.cat([b["input_ids"] for b in batches], dim=1))[0].logits
     assert_close(stepped, one_pass)
 
 
@@ -324,13 +348,13 @@ def test_saturation_stat_equals_a_count_over_the_reference_activations(cell: str
     batches) equals the share counted here over activations computed step by step."""
     model = tiny_model(cell=cell, n_layers=1, d_model=8, hidden_size=8, init_std=2.0)
     with torch.no_grad():
-        for p in model.layers[0].parameters():
+        for p in cells(model)[0].parameters():
             p.normal_(0, 1.5)
     x = random_tokens(3, 10)
-    assert "saturation" not in model(x).stats  # off unless recording (training pays nothing)
-    model.record_stats = True
-    share = model(x).stats["saturation"]
-    acts = reference_activations(cell, model.layers[0], model.embed(x))
+    assert "rnn_saturation" not in model(x).stats  # off unless recording (training pays nothing)
+    record_attention_stats(model, True)
+    share = model(x).stats["rnn_saturation"]
+    acts = reference_activations(cell, cells(model)[0], model.tok_emb(x))
     count = sum(int((a.abs() > 0.99).sum()) for a in acts)
     total = sum(a.numel() for a in acts)
     assert 0 < count < total
@@ -357,28 +381,30 @@ def test_recomputed_gates_reproduce_the_fused_outputs(cell: str) -> None:
 
 
 def test_hidden_norm_stats_and_metrics() -> None:
-    model = tiny_model(cell="gru", n_layers=2)
+    model = tiny_model(cell="gru", n_layers=2, hidden_size=None)
     x = random_tokens(2, 8)
     stats = model(x).stats
-    h0 = model.layers[0](model.embed(x))[0]
-    h1 = model.layers[1](h0)[0]
-    assert_close(stats["hidden_norm"], torch.stack([h0.norm(dim=-1).mean(), h1.norm(dim=-1).mean()]).float())
-    quarters = torch.stack([h.norm(dim=-1).reshape(2, 4, 2).mean((0, 2)) for h in (h0, h1)]).mean(0)
-    assert_close(stats["hidden_norm_by_time"], quarters.float())
-    model.record_stats = True
-    metrics = rnn_metrics(model.config)
+    layer0, layer1 = cells(model)
+    h0 = layer0(model.tok_emb(x))[0]
+    h1 = layer1(h0)[0]
+    assert_close(stats["rnn_hidden_norm"], torch.stack([h0.norm(dim=-1).mean(), h1.norm(dim=-1).mean()]).float())
+    quarters = torch.stack([h.norm(dim=-1).reshape(2, 4, 2).mean((0, 2)) for h in (h0, h1)])  # (layers, quarters)
+    assert_close(stats["rnn_hidden_norm_by_time"], quarters.float())
+    record_attention_stats(model, True)
+    metrics = decoder_metrics(model.config)
     for m in metrics.values():
         m.update(model(x).stats)
     values = {name: m.compute() for name, m in metrics.items()}
-    assert set(values["hidden_norm"]) == {"layer0", "layer1", "mean"}
-    assert set(values["hidden_norm_by_time"]) == {"t0", "t1", "t2", "t3", "mean"}
-    assert set(values["saturation"]) == {"layer0", "layer1", "mean"}
+    assert set(values["rnn/hidden_norm"]) == {"layer0", "layer1", "mean"}
+    assert set(values["rnn/hidden_norm_by_time"]) == {"t0", "t1", "t2", "t3", "mean"}
+    assert_close(values["rnn/hidden_norm_by_time"]["t0"], quarters[:, 0].mean().float())
+    assert set(values["rnn/saturation"]) == {"layer0", "layer1", "mean"}
 
 
 def test_training_loop_resets_the_carried_state_at_epoch_start() -> None:
     from framework.lit_module import ArchitectureModule
 
-    module = ArchitectureModule("rnn", dict(vocab_size=VOCAB, d_model=8, n_layers=1, stateful=True))
+    module = ArchitectureModule("decoder", dict(RNN, mixer="lstm", vocab_size=VOCAB, d_model=8, n_layers=1, stateful=True))
     module.model.train()(random_tokens(2, 4))
     assert module.model._carried is not None
     module.on_train_epoch_start()
@@ -415,7 +441,7 @@ def test_lstm_learns_short_copy(tmp_path) -> None:
     cfg = compose_train([
         "model=lstm", "data=synthetic", "data.task=copy", "data.length=5", "data.seq_len=10", "data.vocab_size=12",
         "data.n_train=4000", "data.n_val=256", "data.batch_size=32",
-        "model.d_model=32", "model.hidden_size=128", "model.n_layers=1",
+        "model.d_model=32", "model.rnn.hidden_size=128", "model.n_layers=1",
         "optimizer.lr=3e-3", "optimizer.weight_decay=0.0", "trainer.max_steps=600", "trainer.val_check_interval=200",
         "trainer.enable_progress_bar=false", "logger=csv", "callbacks=none", "sample.prompt=null",
     ], tmp_path)

@@ -1,6 +1,6 @@
-"""The sparse attention kinds as model parts: SparseSelfAttention against dense SelfAttention, the
-``sparse`` plugin (causality, KV cache, presets' metrics and picture), gpt with model.attention=<kind>,
-config errors, and the learning check (global tokens beat a plain window on MQAR)."""
+"""The sparse attention kinds as token mixers: SparseSelfAttention against dense SelfAttention, decoder
+stacks of each kind (causality, KV cache, shared attn/... statistics and picture), config errors, and the
+learning check (global tokens beat a plain window on MQAR)."""
 from __future__ import annotations
 
 import pytest
@@ -8,26 +8,24 @@ import torch
 from torch.nn import functional as F
 from torch.testing import assert_close
 
-from framework.config_schema import ConfigError, validate_config
+from framework.config_schema import ConfigError
 from framework.data.tasks import mqar
 from framework.nn import SelfAttention
 from framework.nn.attention_stats import record_attention_stats
 from framework.nn.sparse import SPARSE_KINDS, SparseAttentionConfig, SparseSelfAttention
 from framework.registry import make_config
-from plugins.gpt import GPT, GPTConfig
-from plugins.sparse import SparseLM, SparseLMConfig
-from plugins.sparse.metrics import sparse_metrics
+from framework.stack import StackConfig, StackLM
 
 STATIC = [k for k in SPARSE_KINDS if k != "lsh"]
 SMALL = SparseAttentionConfig(window=4, block_size=4, n_global=2, n_random=1, stride=4, n_summary=1,
                               n_buckets=4, chunk_size=4)
 
 
-def tiny_lm(kind: str, **overrides) -> SparseLM:
-    cfg = dict(vocab_size=32, d_model=16, n_layers=2, n_heads=4, max_seq_len=24, init_std=0.2, attention=kind,
+def tiny_lm(kind: str, **overrides) -> StackLM:
+    cfg = dict(vocab_size=32, d_model=16, n_layers=2, n_heads=4, max_seq_len=24, init_std=0.2, mixer=kind,
                sparse=SMALL)
     cfg.update(overrides)
-    return SparseLM(SparseLMConfig(**cfg)).double().eval()
+    return StackLM(StackConfig(**cfg)).double().eval()
 
 
 @pytest.mark.parametrize("position", ["none", "rope", "alibi"])
@@ -74,29 +72,28 @@ def test_lsh_generates_without_a_cache() -> None:
 
 
 @pytest.mark.parametrize("kind", SPARSE_KINDS)
-def test_stats_and_metrics_under_attn(kind: str) -> None:
+def test_shared_attn_stats(kind: str) -> None:
+    """The shared attn/... statistics (logged by the core for every architecture) per layer."""
     model = tiny_lm(kind)
+    assert "attn/entropy" not in model(torch.randint(0, 32, (2, 24))).stats  # only while recording
     record_attention_stats(model, True)
     out = model(torch.randint(0, 32, (2, 24)))
     record_attention_stats(model, False)
     stats = out.stats
-    assert stats["attn_density"].shape == (2,)
-    assert ((stats["attn_density"] > 0) & (stats["attn_density"] <= 1)).all()
-    assert stats["attn_entropy_norm"].shape == (2,) and stats["attn_topk_mass"].shape == (2,)
-    metrics = sparse_metrics(model.config)
-    for metric in metrics.values():
-        metric.update(stats)
-    values = {name: metric.compute() for name, metric in metrics.items()}
-    assert all(name.startswith("attn/") for name in values)
+    assert stats["attn/density"].shape == (2,)
+    assert ((stats["attn/density"] > 0) & (stats["attn/density"] <= 1)).all()
+    assert stats["attn/entropy"].shape == (2,) and stats["attn/topk_mass"].shape == (2,)
+    assert ((stats["attn/entropy"] > 0) & (stats["attn/entropy"] <= 1)).all()
     if kind == "lsh":
-        assert 0 <= float(values["attn/lsh_recall"]["mean"]) <= 1
-        assert 0 < float(values["attn/lsh_balance"]["mean"]) <= 1
+        assert ((stats["attn/lsh_recall"] >= 0) & (stats["attn/lsh_recall"] <= 1)).all()
+        assert ((stats["attn/lsh_balance"] > 0) & (stats["attn/lsh_balance"] <= 1)).all()
+        assert "attn/receptive_field" not in stats
     else:
-        assert 0 < float(values["attn/receptive_field"]) <= 1
+        assert 0 < float(stats["attn/receptive_field"]) <= 1
         # The structural density is the pattern's mask count (per head group) over the causal pairs.
-        attn = model.blocks[0].attn
+        attn = model.blocks[0].mixer
         pairs = sum(int(p.mask(24).sum()) * (h1 - h0) for h0, h1, p in attn.groups)
-        assert float(stats["attn_density"][0]) == pytest.approx(pairs / (4 * 24 * 25 / 2))
+        assert float(stats["attn/density"][0]) == pytest.approx(pairs / (4 * 24 * 25 / 2))
 
 
 @pytest.mark.parametrize("kind", SPARSE_KINDS)
@@ -107,19 +104,19 @@ def test_attention_pattern_picture(kind: str) -> None:
 
 
 @pytest.mark.parametrize("kind", SPARSE_KINDS)
-def test_gpt_uses_sparse_attention_by_config(kind: str) -> None:
-    cfg = dict(vocab_size=32, d_model=16, n_layers=2, n_heads=4, max_seq_len=24, attention=kind, sparse=SMALL)
-    model = GPT(GPTConfig(**cfg)).double().eval()
-    assert all(isinstance(b.attn, SparseSelfAttention) for b in model.blocks)
+def test_each_layer_uses_the_configured_kind(kind: str) -> None:
+    model = tiny_lm(kind, layers=[kind, "attention"])
+    assert isinstance(model.blocks[0].mixer, SparseSelfAttention) and model.blocks[0].mixer.kind == kind
+    assert type(model.blocks[1].mixer) is SelfAttention
     x = torch.randint(0, 32, (2, 20))
     assert torch.isfinite(model(x).logits).all()
     assert model.generate(x[:, :4], 3, temperature=0).shape == (2, 7)
 
 
-def test_gpt_with_covering_window_equals_dense_gpt() -> None:
+def test_covering_window_stack_equals_dense_stack() -> None:
     base = dict(vocab_size=32, d_model=16, n_layers=2, n_heads=4, max_seq_len=24, position="rope", init_std=0.2)
-    dense = GPT(GPTConfig(**base)).double().eval()
-    sparse = GPT(GPTConfig(**base, attention="sliding_window", sparse=SparseAttentionConfig(window=24, block_size=8)))
+    dense = StackLM(StackConfig(**base)).double().eval()
+    sparse = StackLM(StackConfig(**base, mixer="sliding_window", sparse=SparseAttentionConfig(window=24, block_size=8)))
     sparse = sparse.double().eval()
     sparse.load_state_dict(dense.state_dict())
     x = torch.randint(0, 32, (2, 21))
@@ -131,27 +128,24 @@ def test_gpt_with_covering_window_equals_dense_gpt() -> None:
     ({"sparse": {"n_hashes": 0}}, "sparse.n_hashes"),
     ({"sparse": {"block_size": -1}}, "sparse.block_size"),
     ({"sparse": {"n_buckets": 5}}, "sparse.n_buckets"),
-    ({"attention": "bigbird", "sparse": {"window": 64, "block_size": 24}}, "sparse.block_size"),
-    ({"attention": "strided", "n_heads": 3, "d_model": 12}, "sparse.factorize"),
-    ({"attention": "lsh", "position": "alibi"}, "position"),
-    ({"attention": "banded"}, "attention"),
+    ({"mixer": "bigbird", "sparse": {"window": 64, "block_size": 24}}, "sparse.block_size"),
+    ({"mixer": "strided", "n_heads": 3, "d_model": 12}, "sparse.factorize"),
+    ({"mixer": "lsh", "position": "alibi"}, "position"),
+    ({"mixer": "banded"}, "mixer.*'sliding_window'"),
     ({"sparse": {"windw": 8}}, "windw"),
+    ({"mixer": "attention", "sparse": {"window": 8}}, "sparse: options are set but no layer uses"),
 ])
 def test_invalid_config_fails_early_and_names_the_field(overrides: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
-        make_config("sparse", **overrides)
-    with pytest.raises(ConfigError, match=field):
-        validate_config(GPTConfig, {"attention": "sliding_window", **overrides} if "attention" not in overrides
-                        else overrides)
+        make_config("decoder", **{"mixer": "sliding_window", **overrides})
 
 
 def _mqar_accuracy(kind: str, n_global: int, steps: int, t: int = 32, kv: int = 4, vocab: int = 64) -> float:
     torch.manual_seed(0)
     x_train, y_train = mqar(steps * 32, t, vocab, kv, torch.Generator().manual_seed(0))
     x_val, y_val = mqar(256, t, vocab, kv, torch.Generator().manual_seed(1))
-    model = SparseLM(SparseLMConfig(vocab_size=vocab, d_model=64, n_layers=2, n_heads=2, max_seq_len=t,
-                                    attention=kind, sparse=SparseAttentionConfig(window=3, block_size=8,
-                                                                                 n_global=n_global)))
+    model = StackLM(StackConfig(vocab_size=vocab, d_model=64, n_layers=2, n_heads=2, max_seq_len=t,
+                                mixer=kind, sparse=SparseAttentionConfig(window=3, block_size=8, n_global=n_global)))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     for step in range(steps):
         xb, yb = x_train[step * 32 : (step + 1) * 32], y_train[step * 32 : (step + 1) * 32]

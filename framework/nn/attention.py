@@ -83,6 +83,24 @@ class SelfAttention(nn.Module):
         )  # (B, H, T, D)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
 
+    # ---- the token-mixer contract of framework.stack (framework/mixers/spec.py) -----------------
+    def new_state(self) -> KVCache | None:
+        """The decode state: a KV cache that grows by one position per generated token."""
+        return KVCache()
+
+    @torch.no_grad()
+    def init_weights(self, std: float, out_std: float) -> None:
+        nn.init.normal_(self.o_proj.weight, std=out_std)  # a residual output projection (GPT-2)
+
+    def mixer_stats(self) -> dict[str, torch.Tensor]:
+        """Shared statistics of the last forward: density (1 for dense attention) and, while recording,
+        normalised entropy and top-k mass of the attention distribution."""
+        stats = {"attn/density": self.q_proj.weight.new_ones((), dtype=torch.float32)}
+        if self.last_stats is not None:
+            stats["attn/entropy"] = self.last_stats["entropy_norm"]
+            stats["attn/topk_mass"] = self.last_stats["topk_mass"]
+        return stats
+
     def _mask(
         self, b: int, t: int, s: int, attention_mask: torch.Tensor | None, device: torch.device, dtype: torch.dtype
     ) -> torch.Tensor | None:

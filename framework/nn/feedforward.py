@@ -33,8 +33,13 @@ class MLP(nn.Module):
         self.act = activation_fn(activation)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """attention_mask is unused (a position-wise layer); it is taken so every channel mixer is called alike."""
         return self.dropout(self.down_proj(self.act(self.up_proj(x))))
+
+    @torch.no_grad()
+    def init_weights(self, std: float, out_std: float) -> None:
+        nn.init.normal_(self.down_proj.weight, std=out_std)  # a residual output projection (GPT-2)
 
 
 class GatedMLP(nn.Module):
@@ -48,8 +53,12 @@ class GatedMLP(nn.Module):
         self.act = activation_fn(activation)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.dropout(self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x)))
+
+    @torch.no_grad()
+    def init_weights(self, std: float, out_std: float) -> None:
+        nn.init.normal_(self.down_proj.weight, std=out_std)
 
 
 def make_feedforward(

@@ -79,6 +79,18 @@ class SparseSelfAttention(SelfAttention):
             y = self._static(q, k, v, attention_mask)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
 
+    def new_state(self) -> KVCache | None:
+        return None if self.kind == "lsh" else KVCache()  # lsh re-hashes the whole context: no cache
+
+    def mixer_stats(self) -> dict[str, torch.Tensor]:
+        stats = super().mixer_stats()
+        if self.last_density is not None:
+            stats["attn/density"] = self.last_density
+        if self.last_stats is not None and "lsh_balance" in self.last_stats:
+            stats["attn/lsh_balance"] = self.last_stats["lsh_balance"]
+            stats["attn/lsh_recall"] = self.last_stats["lsh_recall"]
+        return stats
+
     # ---- static patterns ----------------------------------------------------------------------
     def _slopes(self, h0: int, h1: int) -> torch.Tensor | None:
         return self.alibi_slopes[h0:h1] if self.position == "alibi" else None
