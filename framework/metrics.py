@@ -1,6 +1,6 @@
 """Metric helpers plugins reuse. Every plugin metric is a torchmetrics ``Metric`` whose
 ``update(stats)`` takes the model's ``stats`` dict; ``compute()`` returns a tensor or a dict of
-tensors (logged as ``<plugin>/<metric>/<key>``)."""
+tensors, logged under the metric's name as given (``<name>/<key>``; plugins prefix their own name)."""
 from __future__ import annotations
 
 import torch

@@ -12,7 +12,7 @@ OBJECTIVES: tuple[str, ...] = ("causal_lm", "masked_lm", "seq2seq")
 ENTRY_POINT_GROUP = "archlab.plugins"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity: a plugin is one object, hashable (cached by the contract kit)
 class Plugin:
     """An architecture plugin.
 

@@ -1,8 +1,19 @@
-"""``archlab plugins``: what is installed, what each offers, and what is broken."""
+"""``archlab plugins``: what is installed, what each offers (presets with their one-line descriptions,
+stack mixers), and what is broken."""
 from __future__ import annotations
 
+from importlib import resources
+
 from .hydra_search_path import model_options
+from .mixers.registry import discover_mixers
 from .registry import discover
+
+
+def preset_description(config_package: str, option: str) -> str:
+    """The first comment line of ``model/<option>.yaml``: what the preset imitates."""
+    text = (resources.files(config_package) / "model" / f"{option}.yaml").read_text()
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    return first.lstrip("# ").strip() if first.startswith("#") else ""
 
 
 def print_plugins(argv: list[str]) -> int:
@@ -10,12 +21,20 @@ def print_plugins(argv: list[str]) -> int:
     options = model_options()
     print("plugins (entry-point group archlab.plugins):")
     for name, plugin in sorted(found.plugins.items()):
-        presets = sorted(o for o, p in options.items() if p == name and o != name)
         print(f"  {name:<12} {plugin.objective:<10} {plugin.description}  [{found.sources[name]}]")
-        if presets:
-            print(f"  {'':<12} presets: {', '.join(presets)}")
+        presets = sorted(o for o, p in options.items() if p == name and o != name)
+        for option in presets:
+            print(f"  {'':<12} model={option:<20} {preset_description(plugin.config_package, option)}")
     if found.errors:
         print("broken plugins (not loaded):")
         for name, error in sorted(found.errors.items()):
             print(f"  {name:<12} {error}")
+    mixers = discover_mixers()
+    print("stack mixers (entry-point group archlab.mixers; model.mixer / model.layers, model.ffn / model.ffn_layers):")
+    for role in ("token", "channel"):
+        for name, spec in sorted(mixers.mixers.items()):
+            if spec.role == role:
+                print(f"  {role:<8} {name:<15} {spec.description}")
+    for name, error in sorted(mixers.errors.items()):
+        print(f"  broken   {name:<15} {error}")
     return 0

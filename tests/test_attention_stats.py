@@ -42,15 +42,15 @@ def test_causal_mask_and_peaked_attention():
 
 
 def test_model_records_per_layer_stats_only_when_switched_on():
-    model = build_model("gpt", vocab_size=16, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, max_seq_len=16,
+    model = build_model("decoder", vocab_size=16, d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, max_seq_len=16,
                         position="rope").eval()
     x = torch.randint(0, 16, (2, 12))
-    assert "attn_entropy_norm" not in model(x).stats
+    assert "attn/entropy" not in model(x).stats
     record_attention_stats(model, True)
     stats = model(x).stats
-    assert stats["attn_entropy_norm"].shape == (3,) and stats["attn_topk_mass"].shape == (3,)
-    assert ((stats["attn_topk_mass"] > 0) & (stats["attn_topk_mass"] <= 1 + 1e-6)).all()
+    assert stats["attn/entropy"].shape == (3,) and stats["attn/topk_mass"].shape == (3,)
+    assert ((stats["attn/topk_mass"] > 0) & (stats["attn/topk_mass"] <= 1 + 1e-6)).all()
     logits_on = model(x).logits
     record_attention_stats(model, False)
     torch.testing.assert_close(model(x).logits, logits_on)  # measuring never changes the output
-    assert "attn_topk_mass" not in model(x).stats
+    assert "attn/topk_mass" not in model(x).stats

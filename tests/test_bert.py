@@ -187,12 +187,12 @@ def test_plugin_and_metrics_through_registry() -> None:
     model = build_model("bert", vocab_size=50, d_model=16, n_heads=2, n_layers=3)
     assert isinstance(model, Bert) and model.tok_emb.num_embeddings == 50 and len(model.blocks) == 3
     metrics = plugin.metrics(make_config("bert", n_layers=3))
-    assert set(metrics) == {"residual_rms", "attn_entropy", "attn_topk_mass"}
+    assert set(metrics) == {"bert/residual_rms", "bert/attn_entropy", "bert/attn_topk_mass"}
     stats = {"residual_rms": torch.ones(3), "attn_entropy_norm": torch.full((3,), 0.5)}
     for m in metrics.values():
         m.update(stats)
-    assert_close(metrics["attn_entropy"].compute()["mean"], torch.tensor(0.5))
-    assert metrics["attn_topk_mass"].compute() == {}  # not recorded: nothing to log
+    assert_close(metrics["bert/attn_entropy"].compute()["mean"], torch.tensor(0.5))
+    assert metrics["bert/attn_topk_mass"].compute() == {}  # not recorded: nothing to log
 
 
 # --- bad config fails with a message naming the field ---------------------------------------------

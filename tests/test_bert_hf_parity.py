@@ -8,6 +8,7 @@ import torch
 from torch.testing import assert_close
 
 from plugins.bert import Bert, BertConfig
+from plugins.bert.hf_convert import from_hf_state_dict
 
 transformers = pytest.importorskip("transformers")
 
@@ -27,36 +28,6 @@ def randomize_(model: torch.nn.Module, std: float = 0.2) -> None:
         model.cls.predictions.bias.normal_(0.0, std)
 
 
-def bert_to_ours(hf: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
-    """BertForMaskedLM names -> ours; every projection is an nn.Linear in both, so only names change."""
-    ours = {
-        "tok_emb.weight": hf["bert.embeddings.word_embeddings.weight"],
-        "pos_emb.weight": hf["bert.embeddings.position_embeddings.weight"],
-        "type_emb.weight": hf["bert.embeddings.token_type_embeddings.weight"],
-        "emb_norm.weight": hf["bert.embeddings.LayerNorm.weight"],
-        "emb_norm.bias": hf["bert.embeddings.LayerNorm.bias"],
-        "mlm_head.dense.weight": hf["cls.predictions.transform.dense.weight"],
-        "mlm_head.dense.bias": hf["cls.predictions.transform.dense.bias"],
-        "mlm_head.norm.weight": hf["cls.predictions.transform.LayerNorm.weight"],
-        "mlm_head.norm.bias": hf["cls.predictions.transform.LayerNorm.bias"],
-        "mlm_head.decoder.weight": hf["bert.embeddings.word_embeddings.weight"],  # tied
-        "mlm_head.bias": hf["cls.predictions.bias"],
-    }
-    for i in range(n_layers):
-        src, dst = f"bert.encoder.layer.{i}.", f"blocks.{i}."
-        for ours_name, hf_name in (("q_proj", "query"), ("k_proj", "key"), ("v_proj", "value")):
-            ours[dst + f"attn.{ours_name}.weight"] = hf[src + f"attention.self.{hf_name}.weight"]
-            ours[dst + f"attn.{ours_name}.bias"] = hf[src + f"attention.self.{hf_name}.bias"]
-        pairs = {
-            "attn.o_proj": "attention.output.dense", "attn_norm": "attention.output.LayerNorm",
-            "ffn.up_proj": "intermediate.dense", "ffn.down_proj": "output.dense", "ffn_norm": "output.LayerNorm",
-        }
-        for ours_name, hf_name in pairs.items():
-            ours[dst + ours_name + ".weight"] = hf[src + hf_name + ".weight"]
-            ours[dst + ours_name + ".bias"] = hf[src + hf_name + ".bias"]
-    return ours
-
-
 def bert_pair(attn_implementation: str) -> tuple[torch.nn.Module, Bert]:
     hf_cfg = transformers.BertConfig(
         vocab_size=VOCAB, hidden_size=D_MODEL, num_hidden_layers=N_LAYERS, num_attention_heads=N_HEADS,
@@ -71,7 +42,7 @@ def bert_pair(attn_implementation: str) -> tuple[torch.nn.Module, Bert]:
         vocab_size=VOCAB, d_model=D_MODEL, n_layers=N_LAYERS, n_heads=N_HEADS, d_ff=D_FF, dropout=0.0,
         max_seq_len=MAX_LEN, type_vocab_size=TYPES, norm_eps=1e-12, activation="gelu", pre_norm=False,
     ))
-    state = {k: v.clone() for k, v in bert_to_ours(hf.state_dict(), N_LAYERS).items()}
+    state = {k: v.clone() for k, v in from_hf_state_dict(hf.state_dict(), ours.config).items()}
     missing, unexpected = ours.load_state_dict(state, strict=False)
     assert not missing and not unexpected, (missing, unexpected)
     assert ours.mlm_head.decoder.weight is ours.tok_emb.weight

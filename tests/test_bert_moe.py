@@ -35,7 +35,7 @@ def test_moe_bert_returns_aux_loss_stats_and_metrics():
     metrics = get_plugin("bert").metrics(model.config)
     for metric in metrics.values():
         metric.update(out.stats)
-    assert set(metrics["moe/load_entropy"].compute()) == {"layer0", "layer1", "mean"}
+    assert set(metrics["bert/moe/load_entropy"].compute()) == {"layer0", "layer1", "mean"}
 
 
 def test_bert_moe_options_compose_from_the_command_line():

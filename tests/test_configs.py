@@ -105,12 +105,12 @@ def test_adamw_does_not_decay_norms_biases_embeddings():
     from framework import build_model
     from framework.optim import param_groups
 
-    model = build_model("gpt", d_model=32, n_layers=1, n_heads=2, vocab_size=16, max_seq_len=8)
+    model = build_model("decoder", d_model=32, n_layers=1, n_heads=2, vocab_size=16, max_seq_len=8)
     decay, no_decay = param_groups(model, 0.1)
     decay_ids = {id(p) for p in decay["params"]}
     assert id(model.tok_emb.weight) not in decay_ids  # embedding (tied to the head)
-    assert id(model.blocks[0].attn_norm.weight) not in decay_ids
-    assert id(model.blocks[0].attn.q_proj.bias) not in decay_ids
-    assert id(model.blocks[0].attn.q_proj.weight) in decay_ids
+    assert id(model.blocks[0].mixer_norm.weight) not in decay_ids
+    assert id(model.blocks[0].mixer.q_proj.bias) not in decay_ids
+    assert id(model.blocks[0].mixer.q_proj.weight) in decay_ids
     n_total = sum(1 for _ in model.parameters())
     assert len(decay["params"]) + len(no_decay["params"]) == n_total

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from torch.testing import assert_close
 
 import framework
-from framework.sampling import sample_next_token
+from framework.generation import sample_next_token
 from framework.stack import StackConfig as GPTConfig, StackLM as GPT
 
 POSITIONS = ["learned", "sinusoidal", "rope", "alibi", "none"]

@@ -1,4 +1,5 @@
-"""The `moe` plugin (decoder-only LM with MoE FFNs), its metrics and presets, and gpt with `ffn=moe`."""
+"""Decoder stacks with MoE channel mixers: the moe, switch and mixtral presets, MoE every n-th layer, the
+moe/... metrics, and composition with any other layer by config (``ffn=moe``, ``ffn_every``)."""
 from __future__ import annotations
 
 import pytest
@@ -13,26 +14,32 @@ from framework.train import split_model_config, train
 from framework.wandb_records import read_runs
 from hydra_compose import FAST, compose_train
 
-TINY = dict(vocab_size=32, d_model=16, n_layers=4, n_heads=2, max_seq_len=16, d_ff=24)
+TINY = dict(vocab_size=32, d_model=16, n_layers=4, n_heads=2, max_seq_len=16, d_ff=24, position="rope",
+            norm="rmsnorm", bias=False)
+EVERY_2ND = dict(ffn="swiglu", ffn_every={"name": "moe", "every": 2, "offset": 1})  # Switch / GShard placement
 
 
 def tiny_moe(**moe) -> torch.nn.Module:
-    return framework.build_model("moe", **TINY, moe={"n_experts": 4, "top_k": 2, **moe})
+    return framework.build_model("decoder", **TINY, ffn="moe", moe={"n_experts": 4, "top_k": 2, **moe})
 
 
-def test_plugin_is_discovered_with_presets() -> None:
-    plugin = framework.list_plugins()["moe"]
-    assert plugin.objective == "causal_lm"
+def moe_layers(config) -> list[int]:  # noqa: ANN001
+    return [i for i, spec in enumerate(config.channel_mixers) if spec.name == "moe"]
+
+
+def test_presets_compose() -> None:
+    plugin = framework.list_plugins()["decoder"]
     for preset in ("moe", "switch", "mixtral"):
         cfg = compose_train([f"model={preset}"])
         name, values = split_model_config(cfg)
-        assert name == "moe"
+        assert name == "decoder"
         config = make_config(name, **values)
         assert isinstance(plugin.build(config), torch.nn.Module)
-    switch = make_config("moe", **split_model_config(compose_train(["model=switch"]))[1])
+    switch = make_config("decoder", **split_model_config(compose_train(["model=switch"]))[1])
     assert (switch.moe.top_k, switch.moe.capacity_factor_train, switch.moe.dropless) == (1, 1.25, False)
-    assert switch.moe_layers == [1, 3] and switch.moe.softmax_order == "before_topk"
-    mixtral = make_config("moe", **split_model_config(compose_train(["model=mixtral"]))[1])
+    assert moe_layers(switch) == [1, 3] and switch.moe.softmax_order == "before_topk"
+    mixtral = make_config("decoder", **split_model_config(compose_train(["model=mixtral"]))[1])
+    assert moe_layers(mixtral) == [0, 1, 2, 3]
     assert (mixtral.moe.n_experts, mixtral.moe.top_k, mixtral.moe.dropless) == (8, 2, True)
 
 
@@ -47,13 +54,13 @@ def test_causal(moe: dict) -> None:
     torch.testing.assert_close(model(x).logits[:, :7], model(y).logits[:, :7])
 
 
-def test_moe_every_n_places_experts_and_stacks_stats() -> None:
-    model = framework.build_model("moe", **TINY, moe_every_n=2, moe={"n_experts": 4, "top_k": 2})
+def test_ffn_every_places_experts_and_stacks_stats() -> None:
+    model = framework.build_model("decoder", **TINY, **EVERY_2ND, moe={"n_experts": 4, "top_k": 2})
     kinds = [isinstance(b.ffn, MoEFeedForward) for b in model.blocks]
     assert kinds == [False, True, False, True]
     out = model(torch.randint(0, 32, (2, 8)))
     assert out.stats["moe_load"].shape == (2, 4) and out.stats["moe_coselect"].shape == (2, 4, 4)
-    assert out.stats["hist_moe_load"].shape == (4,) and out.stats["moe_dropped_frac"].shape == (2,)
+    assert out.stats["hist_moe/load"].shape == (4,) and out.stats["moe_dropped_frac"].shape == (2,)
     weights = 1e-2 * out.stats["moe_balance_loss"] + 1e-3 * out.stats["moe_z_loss"]
     torch.testing.assert_close(out.aux_loss, weights.sum())
     assert out.aux_loss.requires_grad
@@ -64,26 +71,26 @@ def test_param_counts_total_vs_active() -> None:
     per_expert = 3 * 16 * 24  # SwiGLU: gate, up, down
     assert model.n_params_total == sum(p.numel() for p in model.parameters())
     assert model.n_params_total - model.n_params_active == 4 * (4 - 2) * per_expert  # 4 layers, E-k idle experts
-    metrics = get_plugin("moe").metrics(model.config)
+    metrics = get_plugin("decoder").metrics(model.config)
     out = model(torch.randint(0, 32, (1, 8)))
-    metrics["params"].update(out.stats)
-    assert metrics["params"].compute() == {"total": model.n_params_total, "active": model.n_params_active}
+    metrics["moe/params"].update(out.stats)
+    assert metrics["moe/params"].compute() == {"total": model.n_params_total, "active": model.n_params_active}
 
 
 def test_metrics_consume_stats_per_layer_and_mean() -> None:
-    model = framework.build_model("moe", **TINY, moe_every_n=2, moe={"n_experts": 4, "top_k": 2})
-    metrics = get_plugin("moe").metrics(model.config)
+    model = framework.build_model("decoder", **TINY, **EVERY_2ND, moe={"n_experts": 4, "top_k": 2})
+    metrics = get_plugin("decoder").metrics(model.config)
     for _ in range(2):
         out = model(torch.randint(0, 32, (2, 8)))
         for m in metrics.values():
             m.update(out.stats)
     for name in ("balance_loss", "z_loss", "dropped_frac", "router_confidence", "load_entropy", "load_min",
                  "load_max", "load_cv", "coselect_entropy"):
-        values = metrics[name].compute()
+        values = metrics[f"moe/{name}"].compute()
         assert set(values) == {"layer1", "layer3", "mean"}, name
-    entropy = metrics["load_entropy"].compute()["layer1"]
+    entropy = metrics["moe/load_entropy"].compute()["layer1"]
     assert 0 < entropy <= 1
-    assert metrics["load_min"].compute()["mean"] <= 0.25 <= metrics["load_max"].compute()["mean"]
+    assert metrics["moe/load_min"].compute()["mean"] <= 0.25 <= metrics["moe/load_max"].compute()["mean"]
 
 
 def test_load_summaries_by_hand() -> None:
@@ -118,21 +125,25 @@ def test_every_parameter_gets_a_gradient() -> None:
 
 @pytest.mark.parametrize("values, field", [
     ({"moe": {"top_k": 9}}, "top_k"), ({"moe": {"n_experts": 0}}, "n_experts"),
-    ({"moe": {"capacity_factor_train": 0}}, "capacity_factor_train"), ({"moe_every_n": 5}, "moe_every_n"),
+    ({"moe": {"capacity_factor_train": 0}}, "capacity_factor_train"),
+    ({"ffn_every": {"name": "moe", "every": 2, "offset": 2}}, "offset"),
+    ({"ffn_every": {"name": "moe", "every": 8, "offset": 5}}, "ffn_every.offset.*past the last layer"),
+    ({"ffn_every": {"name": "mo", "every": 2, "offset": 1}}, "ffn_every.name: unknown channel mixer 'mo'.*'moe'"),
+    ({"ffn_layers": ["moe", "mlp", "mlp"]}, "ffn_layers: a list of 3 mixers .* must divide it"),
     ({"moe": {"experts": 4}}, "experts"),
 ])
 def test_invalid_config_fails_before_building(values: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
-        make_config("moe", **TINY | values)
+        make_config("decoder", **TINY | {"ffn": "moe"} | values)
 
 
-# ---- gpt with ffn=moe: composition by config -----------------------------------------------------
+# ---- MoE composed with other layers by config ----------------------------------------------------
 
 
 def test_gpt_ffn_moe_with_one_expert_equals_gpt_swiglu() -> None:
     base = dict(vocab_size=32, d_model=16, n_layers=2, n_heads=2, max_seq_len=16, d_ff=24, bias=False)
-    dense = framework.build_model("gpt", **base, ffn="swiglu")
-    moe = framework.build_model("gpt", **base, ffn="moe", moe={"n_experts": 1, "top_k": 1})
+    dense = framework.build_model("decoder", **base, ffn="swiglu")
+    moe = framework.build_model("decoder", **base, ffn="moe", moe={"n_experts": 1, "top_k": 1})
     state = {k: v for k, v in dense.state_dict().items() if ".ffn." not in k}
     missing, unexpected = moe.load_state_dict(state, strict=False)
     assert all(".ffn." in k for k in missing) and not unexpected
@@ -143,13 +154,13 @@ def test_gpt_ffn_moe_with_one_expert_equals_gpt_swiglu() -> None:
 
 
 def test_gpt_ffn_moe_sums_aux_losses_and_reports_metrics() -> None:
-    model = framework.build_model("gpt", vocab_size=32, d_model=16, n_layers=2, n_heads=2, max_seq_len=16,
+    model = framework.build_model("decoder", vocab_size=32, d_model=16, n_layers=2, n_heads=2, max_seq_len=16,
                                   ffn="moe", moe={"n_experts": 4, "top_k": 1, "dropless": False})
     out = model(torch.randint(0, 32, (2, 8)))
     assert out.aux_loss > 0 and out.stats["moe_load"].shape == (2, 4)
     out.aux_loss.backward()
     assert all(b.ffn.router.weight.weight.grad is not None for b in model.blocks)
-    metrics = get_plugin("gpt").metrics(model.config)
+    metrics = get_plugin("decoder").metrics(model.config)
     for m in metrics.values():
         m.update(out.stats)
     assert set(metrics["moe/load_entropy"].compute()) == {"layer0", "layer1", "mean"}
@@ -179,6 +190,6 @@ def test_switch_trains_and_logs_moe_metrics_and_load_histogram(tmp_path, monkeyp
         assert key in metrics, (key, sorted(metrics))
     assert metrics["moe/params/active"] < metrics["moe/params/total"]
     (run,) = read_runs(tmp_path, wait_s=20)
-    assert "moe/moe_load" in run.media_keys()
-    hist = run.media("moe/moe_load")[0][1]
+    assert "moe/load" in run.media_keys()
+    hist = run.media("moe/load")[0][1]
     assert len(hist["bins"]) == 5 and abs(sum(hist["values"]) - 1) < 1e-3  # 4 experts, load fractions

@@ -22,7 +22,7 @@ def test_wheel_install_ships_configs_and_trains_from_elsewhere(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(source)], check=True, capture_output=True)
     shipped = {p.relative_to(target).as_posix() for p in target.rglob("*.yaml")}
-    assert {"conf/train.yaml", "conf/data/shakespeare.yaml", "plugins/gpt/conf/model/llama.yaml"} <= shipped
+    assert {"conf/train.yaml", "conf/data/shakespeare.yaml", "plugins/decoder/conf/model/llama.yaml"} <= shipped
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # Only the installed copy (not the source tree) is importable: PYTHONPATH first, cwd elsewhere.

@@ -32,17 +32,27 @@ def installed_plugins(tmp_path_factory):
     registry.refresh()
 
 
-def test_builtin_gpt_comes_from_an_entry_point():
+def test_builtin_decoder_comes_from_an_entry_point():
     from importlib.metadata import entry_points
 
     names = {ep.name: ep.value for ep in entry_points(group="archlab.plugins")}
-    assert names.get("gpt") == "plugins.gpt:PLUGIN"
-    assert "gpt" in registry.list_plugins()
+    assert names.get("decoder") == "plugins.decoder:PLUGIN"
+    assert "decoder" in registry.list_plugins()
+
+
+def test_builtin_mixers_come_from_entry_points():
+    from importlib.metadata import entry_points
+
+    from framework.mixers import list_mixers
+
+    names = {ep.name for ep in entry_points(group="archlab.mixers")}
+    assert {"attention", "longformer", "lstm", "gru", "elman", "mlp", "swiglu", "moe", "none"} <= names
+    assert set(list_mixers()) == names
 
 
 def test_third_party_plugin_is_discovered_and_broken_one_reported(installed_plugins):
     plugins = registry.list_plugins()
-    assert "toy" in plugins and "gpt" in plugins
+    assert "toy" in plugins and "decoder" in plugins
     errors = registry.plugin_errors()
     assert "broken" in errors and "archlab_dependency_that_does_not_exist" in errors["broken"]
     model = registry.build_model("toy", mix=0.25)
@@ -56,7 +66,7 @@ def test_third_party_plugin_is_discovered_and_broken_one_reported(installed_plug
 def test_cli_lists_plugins_and_reports_the_broken_one(installed_plugins):
     out = subprocess.run([ARCHLAB, "plugins"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert "toy" in out.stdout and "gpt" in out.stdout and "llama" in out.stdout
+    assert "toy" in out.stdout and "decoder" in out.stdout and "llama" in out.stdout
     assert "broken" in out.stdout and "archlab_dependency_that_does_not_exist" in out.stdout
 
 

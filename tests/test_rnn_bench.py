@@ -16,7 +16,7 @@ def test_variants_have_similar_parameter_counts() -> None:
     for cell in ("lstm", "gru"):
         n = matmul_params(models[cell])
         assert target <= n <= 1.15 * target, (cell, n, target)
-        assert models[cell].config.cell == cell
+        assert models[cell].config.mixer == cell
 
 
 def test_run_rows_ratios_and_state_growth() -> None:

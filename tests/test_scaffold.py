@@ -58,7 +58,7 @@ def test_generated_plugin_honours_the_contract_before_installing(tmp_path, monke
 
 @pytest.mark.parametrize("name,why", [
     ("9lives", "invalid plugin name"), ("My-Net", "invalid plugin name"), ("", "invalid plugin name"),
-    ("class", "reserved"), ("framework", "reserved"), ("gpt", "already taken"), ("llama", "model=llama already exists"),
+    ("class", "reserved"), ("framework", "reserved"), ("decoder", "already taken"), ("llama", "model=llama already exists"),
 ])
 def test_bad_name_is_refused_and_nothing_written(tmp_path, capsys, name, why):
     assert archlab_main(["new-plugin", name, "--dir", str(tmp_path / "out")]) == 2

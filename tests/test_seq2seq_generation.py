@@ -1,4 +1,4 @@
-"""Encoder-decoder generation (framework/seq2seq_generation.py) with both plugins: beam size 1 is
+"""Encoder-decoder generation (framework/generation/seq2seq.py) with both plugins: beam size 1 is
 greedy, the KV-cached path equals the uncached one, padding in a batch changes nothing, beam search
 finds sequences at least as likely as greedy."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ from torch.testing import assert_close
 
 from framework.nn.cross_attention import DecoderCache
 from framework.registry import build_model
-from framework.seq2seq_generation import generate_seq2seq
+from framework.generation import generate_seq2seq
 
 VOCAB, EOS, PAD = 12, 1, 0
 SIZES = dict(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, d_ff=48, max_seq_len=32)
@@ -113,3 +113,18 @@ def test_bad_generation_arguments() -> None:
         model.generate(ids, 4, num_beams=0)
     with pytest.raises(ValueError, match="max_new_tokens"):
         model.generate(ids, 0)
+
+
+def test_cli_text_goes_through_the_models_codec_else_bytes_and_sentinels() -> None:
+    from framework.generate_cli import generate_encoder_decoder
+    from framework.generation import ByteSentinelCodec
+
+    codec = ByteSentinelCodec(vocab_size=300)
+    assert codec.encode_prompt("hé") == list("hé".encode("utf-8"))
+    assert codec.decode_target([104, 105, 299, 33, 298]) == "hi<S0>!<S1>"  # sentinel i = vocab_size - 1 - i
+    model = build_model("t5", **SIZES)
+    args = dict(max_new_tokens=6, temperature=0.0)
+    as_ids = generate_encoder_decoder(model, dict(args, ids="5 3 9"))
+    model.encode_prompt = lambda text: [5, 3, 9]  # a model's own codec (framework.generation.PromptCodec)
+    model.decode_target = lambda ids: "|".join(map(str, ids))
+    assert generate_encoder_decoder(model, dict(args, prompt="any text")) == as_ids.replace(" ", "|")

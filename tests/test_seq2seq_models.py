@@ -140,7 +140,6 @@ def test_attention_stats_respect_the_causal_and_padding_masks() -> None:
         ("t5", dict(relative_buckets=7), "relative_buckets"),
         ("t5", dict(relative_buckets=32, relative_max_distance=8), "relative_max_distance"),
         ("t5", dict(eos_token_id=300), "eos_token_id"),
-        ("transformer", dict(label_smoothing=1.0), "label_smoothing"),
         ("transformer", dict(dropout=-0.1), "dropout"),
         ("transformer", dict(n_decoder_layers=0), "n_decoder_layers"),
         ("transformer", dict(nonsense=1), "nonsense"),
@@ -153,17 +152,11 @@ def test_bad_config_fails_with_the_field_name(plugin: str, overrides: dict, fiel
         build_model(plugin, **(dict(vocab_size=VOCAB) | overrides))
 
 
-def test_label_smoothing_matches_the_smoothed_loss_up_to_its_constant_factor() -> None:
-    from torch.nn import functional as F
+def test_label_smoothing_is_the_core_loss_option_not_a_transformer_field() -> None:
+    from framework.config_schema import ConfigError
 
-    eps = 0.1
-    model = build_model("transformer", **(TINY["transformer"] | {"label_smoothing": eps})).train()
+    # The core applies it (loss.label_smoothing, tests/test_core_loss.py); the model adds no aux term.
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        build_model("transformer", **(TINY["transformer"] | {"label_smoothing": 0.1}))
     src, dec = batch()
-    labels = torch.randint(2, VOCAB, dec.shape)
-    labels[0, 5:] = -100
-    dmask = (labels != -100).long()
-    out = model(src, None, dec, dmask)
-    ce = F.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
-    smoothed = F.cross_entropy(out.logits.flatten(0, 1), labels.flatten(), ignore_index=-100, label_smoothing=eps)
-    assert_close((ce + out.aux_loss) * (1 - eps), smoothed)
-    assert model.eval()(src, None, dec, dmask).aux_loss == 0  # evaluation reports plain cross-entropy
+    assert build_model("transformer", **TINY["transformer"]).train()(src, None, dec).aux_loss == 0

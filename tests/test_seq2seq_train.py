@@ -66,7 +66,7 @@ def test_synthetic_data_points_seq2seq_models_to_data_seq2seq(tmp_path):
 def test_inverse_sqrt_scheduler_config_trains(tmp_path):
     cfg = compose_train(FAST + SMALL + ["model=transformer", "data=seq2seq", "data.n_train=64", "data.n_val=16",
                                         "scheduler=inverse_sqrt", "scheduler.warmup_steps=3",
-                                        "model.label_smoothing=0.1", "model.dropout=0.1"], tmp_path)
+                                        "loss.label_smoothing=0.1", "model.dropout=0.1"], tmp_path)
     assert train(cfg)["metrics"]["val/loss"] > 0
 
 

@@ -46,7 +46,7 @@ def test_bert_logits_at_scored_positions_equal_the_full_logits_with_gradients() 
 def test_training_loop_uses_the_sparse_head_for_masked_lm_only() -> None:
     module = ArchitectureModule("bert", CFG)
     assert module._sparse_prediction and takes_predict_mask(module.model)
-    assert not ArchitectureModule("gpt", CFG)._sparse_prediction  # causal LM: every position is scored
+    assert not ArchitectureModule("decoder", CFG)._sparse_prediction  # causal LM: every position is scored
     b = batch()
     out, loss = module._step(b)
     assert out.scored is not None

@@ -36,6 +36,6 @@ def test_two_by_two_sweep_writes_four_readable_wandb_runs(tmp_path):
         assert any(t.startswith("model=") for t in run.tags) and any(t.startswith("optimizer.lr=") for t in run.tags)
         keys = set(run.keys())
         for key in ("train/loss", "val/loss", "val/acc", "val/ppl", "train/lr", "perf/tokens_per_sec",
-                    "model/params", "gpt/residual_rms/mean"):
+                    "model/params", "resid/rms/mean"):
             assert key in keys, (key, sorted(keys))
         assert run.finished

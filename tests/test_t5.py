@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from framework.nn.relative_position import RelativePositionBias, relative_position_bucket
+from plugins.t5.relative_position import RelativePositionBias, relative_position_bucket
 from plugins.t5 import T5, T5Config
 
 
@@ -63,7 +63,7 @@ def test_relative_bias_usage_stats_and_metric() -> None:
     stats = model(torch.randint(2, 16, (2, 5)), decoder_input_ids=torch.zeros(2, 3, dtype=torch.long)).stats
     assert stats["rel_bias_encoder"].shape == (8,)
     assert_close(stats["rel_bias_encoder"], model.enc_bias.embedding.weight.detach().mean(-1))
-    metric = t5_metrics(cfg)["rel_bias_encoder"]
+    metric = t5_metrics(cfg)["t5/rel_bias_encoder"]
     metric.update(stats)
     out = metric.compute()
     assert set(out) == {f"bucket{i}" for i in range(8)} | {"near_minus_far"}

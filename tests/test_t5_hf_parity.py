@@ -11,49 +11,11 @@ import torch
 from torch.testing import assert_close
 
 from plugins.t5 import T5, T5Config
+from plugins.t5.hf_convert import from_hf_state_dict
 
 transformers = pytest.importorskip("transformers")
 
 VOCAB, D_MODEL, N_HEADS, D_FF, ENC_LAYERS, DEC_LAYERS, BUCKETS, MAX_DIST = 64, 32, 4, 48, 2, 3, 8, 20
-
-
-def hf_to_ours(hf: dict[str, torch.Tensor], gated: bool) -> dict[str, torch.Tensor]:
-    ours = {
-        "shared.weight": hf["shared.weight"],
-        "lm_head.weight": hf["lm_head.weight"],
-        "enc_bias.embedding.weight": hf["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"],
-        "dec_bias.embedding.weight": hf["decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"],
-        "enc_norm.weight": hf["encoder.final_layer_norm.weight"],
-        "dec_norm.weight": hf["decoder.final_layer_norm.weight"],
-    }
-
-    def attn(src: str, dst: str) -> None:
-        for a, b in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj"), ("o", "o_proj")):
-            ours[f"{dst}.{b}.weight"] = hf[f"{src}.{a}.weight"]
-
-    def ffn(src: str, dst: str) -> None:
-        if gated:
-            ours[f"{dst}.ff.gate_proj.weight"] = hf[f"{src}.wi_0.weight"]
-            ours[f"{dst}.ff.up_proj.weight"] = hf[f"{src}.wi_1.weight"]
-        else:
-            ours[f"{dst}.ff.up_proj.weight"] = hf[f"{src}.wi.weight"]
-        ours[f"{dst}.ff.down_proj.weight"] = hf[f"{src}.wo.weight"]
-
-    for i in range(ENC_LAYERS):
-        s, d = f"encoder.block.{i}.layer", f"encoder.{i}"
-        attn(f"{s}.0.SelfAttention", f"{d}.attn")
-        ours[f"{d}.attn_norm.weight"] = hf[f"{s}.0.layer_norm.weight"]
-        ffn(f"{s}.1.DenseReluDense", f"{d}.ffn")
-        ours[f"{d}.ffn_norm.weight"] = hf[f"{s}.1.layer_norm.weight"]
-    for i in range(DEC_LAYERS):
-        s, d = f"decoder.block.{i}.layer", f"decoder.{i}"
-        attn(f"{s}.0.SelfAttention", f"{d}.self_attn")
-        ours[f"{d}.self_norm.weight"] = hf[f"{s}.0.layer_norm.weight"]
-        attn(f"{s}.1.EncDecAttention", f"{d}.cross_attn")
-        ours[f"{d}.cross_norm.weight"] = hf[f"{s}.1.layer_norm.weight"]
-        ffn(f"{s}.2.DenseReluDense", f"{d}.ffn")
-        ours[f"{d}.ffn_norm.weight"] = hf[f"{s}.2.layer_norm.weight"]
-    return ours
 
 
 @pytest.mark.parametrize("version", ["v1.0", "v1.1"])
@@ -75,7 +37,7 @@ def test_t5_logits_match_hugging_face(version: str) -> None:
         d_ff=D_FF, relative_buckets=BUCKETS, relative_max_distance=MAX_DIST,
         ffn="gated_gelu" if gated else "relu", tie_weights=not gated,
     )).eval()
-    state = hf_to_ours(hf.state_dict(), gated)
+    state = from_hf_state_dict(hf.state_dict(), ours.config)
     missing, unexpected = ours.load_state_dict(state, strict=False)
     assert not unexpected and not [m for m in missing if m != "lm_head.weight" or not ours.config.tie_weights]
 

@@ -32,7 +32,7 @@ def test_moe_t5_sums_aux_losses_of_both_stacks_and_feeds_metrics():
     metrics = get_plugin("t5").metrics(model.config)
     for metric in metrics.values():
         metric.update(out.stats)
-    assert {f"layer{i}" for i in range(n_blocks)} < set(metrics["moe/load_entropy"].compute())
+    assert {f"layer{i}" for i in range(n_blocks)} < set(metrics["t5/moe/load_entropy"].compute())
 
 
 def test_moe_t5_decoder_stays_causal_and_padding_is_ignored():

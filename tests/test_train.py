@@ -36,7 +36,7 @@ def test_checkpoint_resume_and_reload(tmp_path):
     train(cfg2)
     assert torch.load(last, weights_only=True)["global_step"] == 10
     model, hparams = load_checkpoint(last)
-    assert hparams["plugin_name"] == "gpt"
+    assert hparams["plugin_name"] == "decoder"
     out = model(torch.randint(0, 10, (1, 8)))
     assert out.logits.shape[-1] == hparams["model_config"]["vocab_size"]
 
@@ -82,7 +82,7 @@ def test_bf16_mixed_accumulation_and_training_step_plugin_metrics(tmp_path):
                                 "plugin_metrics_every_n_steps=2"], tmp_path)
     metrics = train(cfg)["metrics"]
     assert torch.isfinite(torch.tensor(metrics["val/loss"]))
-    assert "train/gpt/residual_rms/mean" in metrics and "gpt/residual_rms/layer0" in metrics
+    assert "train/resid/rms/mean" in metrics and "resid/rms/layer0" in metrics
     rows = (tmp_path / "csv").rglob("metrics.csv")
     header = next(iter(rows)).read_text().splitlines()[0]
     for key in ("train/loss", "train/grad_norm", "train/lr", "perf/tokens_per_sec", "val/ppl", "model/params"):

@@ -6,7 +6,8 @@ import sys
 
 from framework.cpu_memory import retain_freed_memory
 
-BENCHMARKS = {"sparse": "framework.bench.sparse", "decoder": "framework.bench.decoder", "encoders": "framework.bench.encoders", "moe": "framework.bench.moe", "rnn": "framework.bench.rnn"}
+BENCHMARKS = {"sparse": "framework.bench.sparse", "decoder": "framework.bench.decoder", "encoders": "framework.bench.encoders", "moe": "framework.bench.moe", "rnn": "framework.bench.rnn",
+              "overhead": "framework.bench.overhead"}
 
 
 def run_bench(argv: list[str]) -> int:

@@ -104,16 +104,16 @@ class BenchConfig:
 
 def llama_d_ff(d_model: int) -> int:
     """Our gated-FFN width rule (8/3 d rounded up to 64), given explicitly to both sides."""
-    return make_config("gpt", d_model=d_model, ffn="swiglu").ffn_hidden
+    return make_config("decoder", d_model=d_model, ffn="swiglu").ffn_width(gated=True)
 
 
 def build_ours(arch: str, size: Size, cfg: BenchConfig) -> nn.Module:
     common = dict(vocab_size=cfg.vocab, d_model=size.d_model, n_layers=size.n_layers, n_heads=size.n_heads,
                   max_seq_len=cfg.seq, dropout=0.0)
     if arch == "gpt":
-        return build_model("gpt", **common)
+        return build_model("decoder", **common)
     return build_model(
-        "gpt", **common, position="rope", norm="rmsnorm", norm_eps=1e-6, ffn="swiglu", bias=False,
+        "decoder", **common, position="rope", norm="rmsnorm", norm_eps=1e-6, ffn="swiglu", bias=False,
         n_kv_heads=size.kv_heads, tie_weights=False, d_ff=llama_d_ff(size.d_model),
     )
 

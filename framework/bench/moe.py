@@ -135,9 +135,9 @@ def active_params(name: str, layer: nn.Module, cfg: BenchConfig) -> int:
 def build_models(cfg: BenchConfig, device: torch.device) -> dict[str, nn.Module]:
     common = dict(vocab_size=cfg.vocab, d_model=cfg.d_model, n_layers=cfg.layers, n_heads=cfg.heads,
                   max_seq_len=cfg.seq, tie_weights=True)
-    moe = build_model("moe", **common, d_ff=cfg.hidden, position="rope", norm="rmsnorm", bias=False,
+    moe = build_model("decoder", **common, d_ff=cfg.hidden, position="rope", norm="rmsnorm", bias=False, ffn="moe",
                       moe={"n_experts": cfg.n_experts, "top_k": cfg.top_k, "dropless": True})
-    dense = build_model("gpt", **common, d_ff=cfg.top_k * cfg.hidden, position="rope", norm="rmsnorm",
+    dense = build_model("decoder", **common, d_ff=cfg.top_k * cfg.hidden, position="rope", norm="rmsnorm",
                         ffn="swiglu", bias=False)
     return {"moe": moe.to(device).train(), "dense gpt": dense.to(device).train()}
 

@@ -12,6 +12,8 @@ length; the KV cache grows with every token) and the decode FLOPs per token (con
 """
 from __future__ import annotations
 
+import copy
+
 import argparse
 import statistics
 import sys
@@ -37,6 +39,8 @@ from .common import (
 )
 
 RNN_CELLS = ("lstm", "gru")
+# A classic stacked RNN as a decoder stack: recurrent layers only, no norms, residuals or channel mixers.
+RNN_STACK = dict(ffn="none", norm="none", residual=False, position="none")
 GATES = {"lstm": 4, "gru": 3, "elman": 1}
 
 
@@ -93,14 +97,14 @@ def rnn_hidden_for(target: int, cell: str, layers: int, vocab: int) -> int:
 def build_variants(cfg: BenchConfig) -> dict[str, nn.Module]:
     torch.manual_seed(0)
     models: dict[str, nn.Module] = {
-        "gpt": build_model("gpt", vocab_size=cfg.vocab, d_model=cfg.d_model, n_layers=cfg.gpt_layers,
+        "gpt": build_model("decoder", vocab_size=cfg.vocab, d_model=cfg.d_model, n_layers=cfg.gpt_layers,
                            n_heads=cfg.n_heads, max_seq_len=max(cfg.seqs), dropout=0.0)
     }
     target = matmul_params(models["gpt"])
     for cell in cfg.cells:
         h = rnn_hidden_for(target, cell, cfg.rnn_layers, cfg.vocab)
-        models[cell] = build_model("rnn", cell=cell, vocab_size=cfg.vocab, d_model=h, n_layers=cfg.rnn_layers,
-                                   max_seq_len=max(cfg.seqs))
+        models[cell] = build_model("decoder", **RNN_STACK, mixer=cell, vocab_size=cfg.vocab, d_model=h,
+                                   n_layers=cfg.rnn_layers, max_seq_len=max(cfg.seqs), init_std=0.1)
     return models
 
 
@@ -122,28 +126,24 @@ def make_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: 
 
 
 def _is_rnn(model: nn.Module) -> bool:
-    return hasattr(model, "forward_with_state")
+    return all(spec.carries == "recurrent" for spec in model.config.token_mixers)
 
 
 def prefill(model: nn.Module, context: torch.Tensor) -> Any:
-    """Run the context once; return what decoding continues from: the recurrent state or the KV caches."""
-    from framework.nn import KVCache
-
-    if _is_rnn(model):
-        return model.forward_with_state(context, None, with_stats=False)[1]
-    caches = [KVCache() for _ in model.blocks]
-    model(context, cache=caches)
-    return caches
+    """Run the context once; return what decoding continues from: every layer's state (KV cache or
+    recurrent state)."""
+    state = model.new_state()
+    model(context, state=state)
+    return state
 
 
 def state_bytes_per_sequence(memory: Any, batch: int) -> int:
-    """Bytes of the recurrent state or KV cache that one sequence keeps."""
+    """Bytes of the recurrent states or KV caches that one sequence keeps."""
     tensors: list[torch.Tensor] = []
-    for item in memory:
-        if isinstance(item, torch.Tensor):
-            tensors.append(item)
-        elif isinstance(item, tuple):
-            tensors.extend(item)
+    for item in memory.layers:
+        value = getattr(item, "value", None)
+        if value is not None:  # recurrent: h, or (h, c)
+            tensors.extend(value if isinstance(value, tuple) else [value])
         else:  # KVCache
             tensors.extend([item.k, item.v])
     return sum(t.numel() * t.element_size() for t in tensors) // batch
@@ -151,24 +151,15 @@ def state_bytes_per_sequence(memory: Any, batch: int) -> int:
 
 def make_decode(model: nn.Module, memory: Any, first: torch.Tensor, n: int, device: torch.device, dtype: str) -> Callable[[], None]:
     """Decode ``n`` greedy tokens one at a time from a copy of the prefilled ``memory``."""
-    from framework.nn import KVCache
 
     def decode() -> None:
+        # Layers replace (never modify) their state tensors, so shallow copies keep the prefill intact.
+        state = copy.copy(memory)
+        state.layers = [copy.copy(layer) for layer in memory.layers]
         with torch.no_grad(), autocast(device, dtype):
             tok = first
-            if _is_rnn(model):
-                state = memory
-                for _ in range(n):
-                    out, state = model.forward_with_state(tok, state, with_stats=False)
-                    tok = out.logits[:, -1].argmax(-1, keepdim=True)
-            else:
-                caches = []
-                for c in memory:  # KVCache.update concatenates, so the prefilled tensors stay untouched
-                    fresh = KVCache()
-                    fresh.k, fresh.v = c.k, c.v
-                    caches.append(fresh)
-                for _ in range(n):
-                    tok = model(tok, cache=caches).logits[:, -1].argmax(-1, keepdim=True)
+            for _ in range(n):
+                tok = model(tok, state=state).logits[:, -1].argmax(-1, keepdim=True)
 
     return decode
 

@@ -29,9 +29,9 @@ def build_moe(ctx: LayerContext) -> MoEFeedForward:
 
 def collect_moe(per_layer: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Stack the MoE layers' stats into ``moe_<stat>`` (n_moe_layers, ...) tensors, plus the expert load
-    averaged over layers as the W&B histogram ``hist_moe_load``."""
+    averaged over layers as the W&B histogram ``moe/load`` (stat ``hist_moe/load``)."""
     stats = {f"moe_{k}": torch.stack([s[k] for s in per_layer]) for k in per_layer[0]}
-    stats["hist_moe_load"] = stats["moe_load"].mean(0)
+    stats["hist_moe/load"] = stats["moe_load"].mean(0)
     return stats
 
 

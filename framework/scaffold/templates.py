@@ -50,7 +50,7 @@ pytest                                             # archlab's contract kit + th
 ```
 
 Files: `__PACKAGE__/config.py` (every option, typed and validated), `model.py` (the network, built from
-archlab's `framework.nn` blocks), `metrics.py` (what reaches W&B as `__NAME__/<metric>`),
+archlab's `framework.nn` blocks), `metrics.py` (what reaches W&B: each metric's name is its log key, `__NAME__/...`),
 `conf/model/__NAME__.yaml` (the `model=__NAME__` option) and `conf/model/__NAME___gated.yaml` (a preset).
 See archlab's docs/plugins.md.
 '''
@@ -65,7 +65,7 @@ from .metrics import __NAME___metrics
 from .model import __CLASS__, build___NAME__
 
 PLUGIN = Plugin(
-    name="__NAME__",  # model=__NAME__ and the W&B metric prefix __NAME__/...
+    name="__NAME__",  # model=__NAME__ (its metrics.py names its log keys __NAME__/...)
     description="__NAME__: decoder-only transformer (edit me)",
     objective="causal_lm",  # causal_lm | masked_lm | seq2seq: picks the loss and the batch format
     config_class=__CLASS__Config,
@@ -131,7 +131,7 @@ from torch import nn
 
 from framework import ModelOutput
 from framework.nn import KVCache, SelfAttention, make_feedforward, make_norm
-from framework.sampling import sample_next_token
+from framework.generation import sample_next_token
 
 from .config import __CLASS__Config
 
@@ -182,7 +182,9 @@ class __CLASS__(nn.Module):
             x = block(x, attention_mask, cache[i] if cache else None)
             residual_rms.append(x.detach().float().pow(2).mean(-1).sqrt().mean())
         logits = self.lm_head(self.final_norm(x))  # (B, T, V)
-        with torch.no_grad():  # statistics are outputs: metrics.py turns them into logged values
+        # Statistics are outputs: metrics.py turns them into logged values. A key with "/" (e.g. "resid/rms",
+        # one value per layer) would be a shared statistic that archlab itself averages and logs.
+        with torch.no_grad():
             logp = logits.float().log_softmax(-1)
             entropy = -(logp.exp() * logp).sum(-1).mean()
         stats = {"residual_rms": torch.stack(residual_rms), "logit_entropy": entropy}
@@ -221,8 +223,8 @@ def build___NAME__(cfg: __CLASS__Config) -> __CLASS__:
 
 METRICS = '''\
 """Metrics the __NAME__ plugin contributes. Each is a torchmetrics Metric whose update(stats) consumes the
-model's `stats` dict; archlab logs compute() after every validation as `__NAME__/<name>` (dict results as
-`__NAME__/<name>/<key>`), to W&B and every other logger."""
+model's `stats` dict; archlab logs compute() after every validation under the metric's name, as given (dict
+results as `<name>/<key>`), to W&B and every other logger: prefix the names with the plugin's name."""
 from __future__ import annotations
 
 import torch
@@ -247,9 +249,9 @@ class MeanOfStat(MeanMetric):
 def __NAME___metrics(cfg: __CLASS__Config) -> dict[str, Metric]:
     return {
         # Mean entropy (nats) of the next-token distribution: falls as the model grows confident.
-        "logit_entropy": MeanOfStat("logit_entropy"),
+        "__NAME__/logit_entropy": MeanOfStat("logit_entropy"),
         # RMS of the residual stream after each block (logged per layer and as the mean).
-        "residual_rms": LayerMean("residual_rms", cfg.n_layers),
+        "__NAME__/residual_rms": LayerMean("residual_rms", cfg.n_layers),
     }
 '''
 

@@ -57,16 +57,17 @@ class StackConfig:
     mixer_options: dict[str, Any] = field(default_factory=dict)  # options of third-party mixers, by mixer name
 
     def __post_init__(self) -> None:
-        check_shared_keys(self)
+        check(self.n_layers >= 1, "n_layers", f"must be >= 1, got {self.n_layers}")
+        tokens, channels = self.token_mixers, self.channel_mixers  # unknown names fail here
+        attention = [s for s in tokens if s.family == "attn"]
+        check_shared_keys(self, heads_used=bool(attention))  # an RNN stack's width need not divide into heads
         check(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps}")
         check(self.rope_theta > 0, "rope_theta", f"must be > 0, got {self.rope_theta}")
         check(self.init_std > 0, "init_std", f"must be > 0, got {self.init_std}")
-        tokens, channels = self.token_mixers, self.channel_mixers  # unknown names fail here
         for spec in {s.name: s for s in tokens}.values():
-            check(spec.causal, "layers" if self.layers else "mixer",
+            check(spec.causal, "mixer",
                   f"{spec.name!r} cannot be causal, and a decoder predicts the next token from the past only")
         self._check_options_used(tokens + channels)
-        attention = [s for s in tokens if s.family == "attn"]
         if self.position == "rope" and attention:
             check(self.head_dim % 2 == 0, "position", "rope needs an even head_dim (d_model / n_heads)")
         for kind in {s.name for s in attention if s.options == "sparse"}:
@@ -96,15 +97,13 @@ class StackConfig:
     @property
     def token_mixers(self) -> list[MixerSpec]:
         """The token mixer of every layer (specs from the mixer registry)."""
-        names = layer_names(self.mixer, self.layers, self.mixer_every, self.n_layers, "layers")
-        field_name = "layers" if self.layers is not None else "mixer"
-        return [_spec(n, "token", field_name) for n in names]
+        names = layer_names(self.mixer, self.layers, self.mixer_every, self.n_layers, "mixer", "layers", "mixer_every")
+        return [_spec(n, "token", where) for n, where in names]
 
     @property
     def channel_mixers(self) -> list[MixerSpec]:
-        names = layer_names(self.ffn, self.ffn_layers, self.ffn_every, self.n_layers, "ffn_layers")
-        field_name = "ffn_layers" if self.ffn_layers is not None else "ffn"
-        return [_spec(n, "channel", field_name) for n in names]
+        names = layer_names(self.ffn, self.ffn_layers, self.ffn_every, self.n_layers, "ffn", "ffn_layers", "ffn_every")
+        return [_spec(n, "channel", where) for n, where in names]
 
     def options_for(self, spec: MixerSpec) -> Any:
         return getattr(self, spec.options) if spec.options else self.mixer_options.get(spec.name)

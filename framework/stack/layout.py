@@ -26,20 +26,21 @@ def _divisors(n: int) -> str:
     return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
 
 
-def layer_names(base: str, layers: list[str] | None, every: Periodic, n_layers: int, field: str) -> list[str]:
-    """The mixer name of every layer. ``field`` names the config keys in errors (``layers`` / ``ffn_layers``)."""
+def layer_names(base: str, layers: list[str] | None, every: Periodic, n_layers: int,
+                base_field: str, list_field: str, every_field: str) -> list[tuple[str, str]]:
+    """(mixer name, the config key it came from) for every layer, e.g. ("lstm", "layers[1]")."""
     if layers is not None:
-        check(len(layers) >= 1, field, "must name at least one mixer (or be null)")
-        check(n_layers % len(layers) == 0, field,
+        check(len(layers) >= 1, list_field, "must name at least one mixer (or be null)")
+        check(n_layers % len(layers) == 0, list_field,
               f"a list of {len(layers)} mixers is repeated to n_layers={n_layers} and must divide it "
               f"(lengths that divide {n_layers}: {_divisors(n_layers)}), got {list(layers)}")
-        names = list(layers) * (n_layers // len(layers))
+        names = [(layers[i % len(layers)], f"{list_field}[{i % len(layers)}]") for i in range(n_layers)]
     else:
-        names = [base] * n_layers
+        names = [(base, base_field)] * n_layers
     if every.every:
-        every_field = field.replace("layers", "every") if field != "layers" else "mixer_every"
-        check(layers is None, every_field, f"set either {field} (an explicit list) or {every_field}, not both")
+        check(layers is None, every_field, f"set either {list_field} (an explicit list) or {every_field}, not both")
         check(every.offset < n_layers, f"{every_field}.offset",
               f"offset {every.offset} is past the last layer (n_layers={n_layers})")
-        names = [every.name if i % every.every == every.offset else name for i, name in enumerate(names)]
+        names = [(every.name, f"{every_field}.name") if i % every.every == every.offset else name
+                 for i, name in enumerate(names)]
     return names

@@ -15,7 +15,7 @@ from framework.mixers.spec import InitialisesWeights, LayerContext, MixerSpec, R
 from framework.nn import make_norm, sinusoidal_table
 from framework.nn.norms import residual_rms
 from framework.output import ModelOutput
-from framework.sampling import sample_next_token
+from framework.generation.causal import generate_causal
 
 from .config import StackConfig
 from .state import StackState
@@ -208,7 +208,6 @@ class StackLM(nn.Module):
         return sparse_pattern_figure(self)
 
     # ---- generation -------------------------------------------------------------------------
-    @torch.no_grad()
     def generate(
         self,
         input_ids: torch.Tensor,
@@ -227,21 +226,11 @@ class StackLM(nn.Module):
         their last ``max_seq_len`` tokens in both modes (the state is rebuilt when it would overflow), so
         both give the same tokens; pure recurrent stacks see the whole context.
         """
-        was_training = self.training
-        self.eval()
-        limit = self.config.context_limit
-        cached = use_cache and self._decodable
-        tokens, state = input_ids, None
-        for _ in range(max_new_tokens):
-            if cached and state is not None and (limit is None or state.length < limit):
-                step = tokens[:, -1:]
-            else:  # (re)fill: first step, no cache, or the context is full
-                state = self.new_state() if cached else None
-                step = tokens if limit is None else tokens[:, -limit:]
-            logits = self(step, state=state).logits[:, -1, :]
-            tokens = torch.cat([tokens, sample_next_token(logits, temperature, top_k, top_p, generator)], dim=1)
-        self.train(was_training)
-        return tokens
+        return generate_causal(
+            self, input_ids, max_new_tokens, new_state=self.new_state if use_cache and self._decodable else None,
+            context_limit=self.config.context_limit, temperature=temperature, top_k=top_k, top_p=top_p,
+            generator=generator,
+        )
 
 
 def build_stack(cfg: StackConfig) -> StackLM:

@@ -12,7 +12,7 @@ from ..plugin import Plugin
 from ..registry import discover
 from .checks import CHECKS, checks_for
 from .report import CheckResult, CheckSkipped, ContractReport, ContractViolation
-from .subject import DATA, Subject, make_subject, resolve_plugin, shrink
+from .subject import DATA, Subject, default_option, make_subject, resolve_plugin, shrink
 
 LOADS = "loads"  # the pseudo-property of a plugin whose entry point fails to import
 
@@ -37,7 +37,7 @@ def _fallback_subject(plugin: Plugin, option: str, overrides: Mapping[str, Any],
 
 def build_subject(plugin: str | Plugin, model: str | None = None, overrides: Mapping[str, Any] | None = None) -> Subject:
     p = resolve_plugin(plugin)
-    option = model or p.name
+    option = model or default_option(p)
     try:
         return make_subject(p, option, overrides)
     except Exception as err:

@@ -174,9 +174,24 @@ def composed(plugin: Plugin, option: str) -> tuple[dict, dict]:
     return copy.deepcopy(_composed(plugin, option))
 
 
+def default_option(plugin: Plugin) -> str:
+    """``model=<plugin name>`` when the plugin ships that YAML, else its generated ``<plugin>_defaults`` node
+    (the config dataclass at its defaults)."""
+    from importlib import resources
+
+    if plugin.config_package:
+        try:
+            if (resources.files(plugin.config_package) / "model" / f"{plugin.name}.yaml").is_file():
+                return plugin.name
+        except ModuleNotFoundError:
+            return plugin.name
+        return f"{plugin.name}_defaults"
+    return plugin.name
+
+
 def make_subject(plugin: Plugin, option: str | None = None, overrides: Mapping[str, Any] | None = None) -> Subject:
-    """Compose ``model=<option>`` (default: the plugin's own name), shrink it, apply ``overrides``."""
-    option = option or plugin.name
+    """Compose ``model=<option>`` (default: ``default_option``), shrink it, apply ``overrides``."""
+    option = option or default_option(plugin)
     model, data = composed(plugin, option)
     named = model.pop("plugin", None)
     if named != plugin.name:

@@ -54,7 +54,8 @@ def upgrade_checkpoint(plugin: str, config: dict[str, Any], state: dict[str, tor
             raise ConfigError(f"ckpt: an rnn checkpoint with hidden_size={hidden} != d_model has no decoder equivalent "
                               "(the stack projects each recurrent layer back to d_model); retrain with model=lstm")
         cell = config.pop("cell", "lstm")
-        rnn = {"nonlinearity": config.pop("nonlinearity", "tanh")} if cell == "elman" else {}
+        nonlinearity = config.pop("nonlinearity", "tanh")
+        rnn = {"nonlinearity": nonlinearity} if cell == "elman" and nonlinearity != "tanh" else {}
         config.update(mixer=cell, ffn="none", norm="none", residual=False, position="none", rnn=rnn)
         config.setdefault("d_model", 256)
         config.setdefault("n_layers", 2)

@@ -1,4 +1,4 @@
-"""Metrics the rnn_seq2seq plugin contributes (logged as rnn_seq2seq/<name>)."""
+"""Metrics the rnn_seq2seq plugin contributes; each name is its full log key (rnn_seq2seq/<name>)."""
 from __future__ import annotations
 
 import torch
@@ -32,4 +32,4 @@ def rnn_seq2seq_metrics(cfg: RNNSeq2SeqConfig) -> dict[str, Metric]:
         return {}
     # Entropy of the attention over the real source tokens, normalised (1 = uniform, 0 = one token):
     # a model that learned an alignment (reverse, copy) drives it towards 0.
-    return {"attn_entropy": StatMean("attn_entropy_norm")}
+    return {"rnn_seq2seq/attn_entropy": StatMean("attn_entropy_norm")}

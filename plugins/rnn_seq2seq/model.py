@@ -13,8 +13,9 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from framework.generation.seq2seq import Seq2SeqGenerateMixin
+from framework.nn.encoder_decoder import require_decoder_inputs
 from framework.output import ModelOutput
-from framework.seq2seq_generation import generate_seq2seq
 
 from .config import RNNSeq2SeqConfig
 
@@ -23,7 +24,7 @@ RNN_CLASSES = {"elman": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 
 class RNNDecoderCache:
     """The decoder's recurrent state during generation: O(1) per step, whatever the target length.
-    Duck-types the cache of ``framework.seq2seq_generation`` (``length``, ``reorder``)."""
+    A ``framework.generation.seq2seq.Seq2SeqCache`` (``length``, ``reorder``)."""
 
     def __init__(self) -> None:
         self.state: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None = None  # (L, B, H) [, (L, B, H)]
@@ -60,8 +61,8 @@ class Attention(nn.Module):
         return scores.float().softmax(-1).to(s.dtype)
 
 
-class RNNSeq2Seq(nn.Module):
-    is_encoder_decoder = True  # `archlab generate` decodes a target from a source (framework/seq2seq_generation.py)
+class RNNSeq2Seq(Seq2SeqGenerateMixin, nn.Module):
+    """``generate`` (greedy, sampling, beam search) comes from ``Seq2SeqGenerateMixin``."""
 
     def __init__(self, cfg: RNNSeq2SeqConfig) -> None:
         super().__init__()
@@ -148,42 +149,13 @@ class RNNSeq2Seq(nn.Module):
     ) -> ModelOutput:
         """input_ids/attention_mask: (B, S) source (right padding); decoder_input_ids: (B, T) start token +
         target[:-1] (teacher forcing). Returns logits (B, T, V) aligned with the target."""
-        if decoder_input_ids is None:
-            raise ValueError("rnn_seq2seq: decoder_input_ids is required (seq2seq batches carry it; see framework/data/seq2seq.py)")
+        require_decoder_inputs("rnn_seq2seq", decoder_input_ids)
         memory = self.encode(input_ids, attention_mask)
         logits, weights = self.decode(decoder_input_ids, memory, attention_mask, return_attention=True)
         stats: dict[str, torch.Tensor] = {}
         if weights is not None:
             stats["attn_entropy_norm"] = _entropy_norm(weights.detach(), attention_mask, decoder_attention_mask)
         return ModelOutput(logits=logits, aux_loss=logits.new_zeros((), dtype=torch.float32), stats=stats)
-
-    @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        attention_mask: torch.Tensor | None = None,
-        num_beams: int = 1,
-        length_penalty: float = 1.0,
-        use_cache: bool = True,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Decode a target for each (B, S) source: greedy by default, sampling with temperature > 0, beam
-        search with num_beams > 1. Returns (B, T) tokens after the start token (padding after EOS)."""
-        was_training = self.training
-        self.eval()
-        cfg = self.config
-        out = generate_seq2seq(
-            self, input_ids, max_new_tokens, decoder_start_token_id=cfg.decoder_start_token_id,
-            eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, attention_mask=attention_mask,
-            temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams, length_penalty=length_penalty,
-            use_cache=use_cache, generator=generator,
-        )
-        self.train(was_training)
-        return out
 
 
 def _entropy_norm(weights: torch.Tensor, source_mask: torch.Tensor | None, target_mask: torch.Tensor | None) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Metrics the t5 plugin contributes (logged as t5/<name>/...)."""
+"""Metrics the t5 plugin contributes; each name is its full log key (t5/<name>/...)."""
 from __future__ import annotations
 
 import torch
@@ -37,13 +37,13 @@ class BucketMean(Metric):
 def t5_metrics(cfg: T5Config) -> dict[str, Metric]:
     enc, dec = cfg.n_layers, cfg.decoder_layers
     out: dict[str, Metric] = {
-        "rel_bias_encoder": BucketMean("rel_bias_encoder", cfg.relative_buckets),
-        "rel_bias_decoder": BucketMean("rel_bias_decoder", cfg.relative_buckets),
+        "t5/rel_bias_encoder": BucketMean("rel_bias_encoder", cfg.relative_buckets),
+        "t5/rel_bias_decoder": BucketMean("rel_bias_decoder", cfg.relative_buckets),
     }
     # Attention sparsity per layer on validation batches: encoder self, decoder self, cross.
     for part, n in (("enc", enc), ("dec_self", dec), ("cross", dec)):
-        out[f"{part}_attn_entropy"] = LayerMean(f"{part}_attn_entropy_norm", n, optional=True)
-        out[f"{part}_attn_topk_mass"] = LayerMean(f"{part}_attn_topk_mass", n, optional=True)
+        out[f"t5/{part}_attn_entropy"] = LayerMean(f"{part}_attn_entropy_norm", n, optional=True)
+        out[f"t5/{part}_attn_topk_mass"] = LayerMean(f"{part}_attn_topk_mass", n, optional=True)
     if cfg.ffn == "moe":  # routing metrics, layer0.. = encoder blocks, then decoder blocks
-        out |= moe_metrics(list(range(enc + dec)), cfg.moe.n_experts, cfg.moe.top_k, prefix="moe/")
+        out |= moe_metrics(list(range(enc + dec)), cfg.moe.n_experts, cfg.moe.top_k, prefix="t5/moe/")
     return out

@@ -17,7 +17,6 @@ class TransformerConfig:
     dropout: float = 0.0          # on embeddings+positions, attention probabilities and residual branches (paper: 0.1)
     max_seq_len: int = 256        # longest source/target (size of the sinusoidal table)
     share_embeddings: bool = True  # one matrix for source embedding, target embedding and pre-softmax projection
-    label_smoothing: float = 0.0  # epsilon of label smoothing (paper: 0.1); enters the training loss as aux_loss
     norm_eps: float = 1e-5        # LayerNorm epsilon
     pad_token_id: int = 0         # source/target padding (the data's pad_token_id)
     decoder_start_token_id: int = 0  # first decoder input
@@ -35,7 +34,6 @@ class TransformerConfig:
         if self.d_ff is not None:
             check(self.d_ff >= 1, "d_ff", f"must be >= 1, got {self.d_ff}")
         check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
-        check(0.0 <= self.label_smoothing < 1.0, "label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
         check(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps}")
         for name in ("pad_token_id", "decoder_start_token_id", "eos_token_id"):
             value = getattr(self, name)

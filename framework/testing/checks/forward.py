@@ -5,7 +5,9 @@ from typing import Any
 
 import torch
 
+from ...capabilities import Encodes
 from ...output import ModelOutput, takes_predict_mask
+from ...shared_stats import is_shared
 from ..report import CheckSkipped
 from ..subject import Subject
 from .common import close, fail, max_diff
@@ -31,6 +33,10 @@ def check_forward_contract(s: Subject) -> None:
         fail(f"aux_loss is a {type(out.aux_loss).__name__}, not a tensor")
     if not isinstance(out.stats, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in out.stats.items()):
         fail("stats must be a dict of str -> tensor")
+    for key, value in out.stats.items():  # shared statistics: the core averages and logs these itself
+        if is_shared(key) and (value.dim() > 1 or not value.is_floating_point()):
+            fail(f"stats[{key!r}]: a shared statistic (key with '/') is a float scalar or one value per layer "
+                 f"(L,), got {value.dtype} of shape {tuple(value.shape)}")
 
 
 def check_aux_loss(s: Subject) -> None:
@@ -110,7 +116,7 @@ def check_encoder_visibility(s: Subject) -> None:
 def check_encoder_independence(s: Subject) -> None:
     """seq2seq models with ``encode()``: what forward encodes does not depend on decoder_input_ids."""
     model = s.build().eval()
-    if not callable(getattr(model, "encode", None)):
+    if not isinstance(model, Encodes):
         raise CheckSkipped("the model has no encode()")
     captured: list[Any] = []
     original = model.encode

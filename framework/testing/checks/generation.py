@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ...capabilities import Generates
 from ..report import CheckSkipped
 from ..subject import Subject
 from .common import fail
@@ -12,7 +13,7 @@ def check_generate(s: Subject, prompt_len: int = 4, new: int = 6) -> None:
     """Greedy ``generate(temperature=0)`` equals recomputing the argmax of a full forward at every step
     (causal_lm: appended to the prompt; seq2seq: decoded from ``decoder_start_token_id``, up to EOS)."""
     model = s.build().eval()
-    if not callable(getattr(model, "generate", None)):
+    if not isinstance(model, Generates):
         raise CheckSkipped("the model offers no generate()")
     if s.objective == "causal_lm":
         _check_causal_generate(s, model, prompt_len, min(new, s.seq_len - prompt_len))

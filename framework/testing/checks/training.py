@@ -10,6 +10,8 @@ import torch
 from ...config_schema import validate_config
 from ...lit_module import IGNORE_INDEX, token_loss
 from ...nn.attention_stats import record_attention_stats
+
+CORE_NAMESPACES = {"train", "val", "perf", "model"}  # log keys the core writes
 from ...output import ModelOutput
 from ..report import CheckSkipped
 from ..subject import Subject
@@ -59,7 +61,10 @@ def check_metrics(s: Subject) -> None:
         fail(f"metrics(config) returned a {type(first).__name__}, not a dict name -> Metric")
     for name, metric in first.items():
         if not isinstance(name, str) or not name:
-            fail(f"metric name {name!r} must be a non-empty string (logged as {s.name}/<name>)")
+            fail(f"metric name {name!r} must be a non-empty string (its full log key, e.g. '{s.name}/<name>')")
+        if name.split("/")[0] in CORE_NAMESPACES:
+            fail(f"metric name {name!r} is in the core's namespace {name.split('/')[0]}/ (the core adds train/ "
+                 f"itself); prefix it with the plugin's name, e.g. '{s.name}/{name.split('/', 1)[-1]}'")
         if not isinstance(metric, Metric):
             fail(f"metric {name!r} is a {type(metric).__name__}, not a torchmetrics.Metric")
         if second.get(name) is metric:

@@ -3,22 +3,31 @@
 A model takes part by offering
   ``encode(input_ids, attention_mask) -> memory`` (B, S, C),
   ``decode(decoder_input_ids, memory, memory_mask, cache=None) -> logits`` (B, T, V) and
-  ``new_cache() -> DecoderCache``.
-The encoder runs once; with ``use_cache`` each step feeds one token against the decoder's KV cache
-and the cross-attention keys/values projected on the first step. Without it each step re-runs the
-decoder on the whole prefix (the reference the cached path is tested against).
+  ``new_cache() -> Seq2SeqCache`` (``framework.nn.cross_attention.DecoderCache`` for attention decoders).
+The encoder runs once; with ``use_cache`` each step feeds one token against the decoder's cache (KV cache
+and the cross-attention keys/values projected on the first step, or a recurrent state). Without it each
+step re-runs the decoder on the whole prefix (the reference the cached path is tested against).
+``Seq2SeqGenerateMixin`` gives such a model its ``generate`` method.
 
 Outputs are (B, T) generated tokens without the start token; after a row's ``eos_token_id`` the rest
 is ``pad_token_id``.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
-from .nn.cross_attention import DecoderCache
 from .sampling import sample_next_token
+
+
+class Seq2SeqCache(Protocol):
+    """What decoding needs of a decoder cache."""
+
+    @property
+    def length(self) -> int: ...  # decoder positions already consumed
+
+    def reorder(self, index: torch.Tensor) -> None: ...  # keep batch rows ``index`` (surviving beams)
 
 
 class EncoderDecoder(Protocol):
@@ -26,15 +35,15 @@ class EncoderDecoder(Protocol):
 
     def decode(
         self, decoder_input_ids: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None,
-        cache: DecoderCache | None = None,
+        cache: Seq2SeqCache | None = None,
     ) -> torch.Tensor: ...
 
-    def new_cache(self) -> DecoderCache: ...
+    def new_cache(self) -> Seq2SeqCache: ...
 
 
 def _step_logits(
     model: EncoderDecoder, tokens: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None,
-    cache: DecoderCache | None,
+    cache: Seq2SeqCache | None,
 ) -> torch.Tensor:
     """(B, V) logits for the next token after ``tokens`` (B, t)."""
     step_input = tokens[:, -1:] if cache is not None and cache.length > 0 else tokens
@@ -140,42 +149,46 @@ def beam_search(
     return tokens[best, 1:]
 
 
-def generate_from_cli(model: torch.nn.Module, args: dict) -> str:
-    """``archlab generate`` for encoder-decoder checkpoints: the source is ``ids`` (space-separated
-    token ids, e.g. a synthetic task's "5 3 9") or else the UTF-8 bytes of ``prompt``; EOS is appended
-    when missing. Prints the target: ids for an ``ids`` source, else text with span-corruption
-    sentinels shown as ``<S0>``, ``<S1>``, ..."""
-    cfg = model.config
-    if args.get("ids"):
-        try:
-            source = [int(tok) for tok in args["ids"].replace(",", " ").split()]
-        except ValueError:
-            raise ValueError(f"ids: {args['ids']!r} is not a list of integer token ids") from None
-    else:
-        source = list(args["prompt"].encode().decode("unicode_escape").encode("utf-8"))
-    if not source or any(not 0 <= t < cfg.vocab_size for t in source):
-        raise ValueError(f"ids: the source must be non-empty token ids in [0, {cfg.vocab_size})")
-    if source[-1] != cfg.eos_token_id:
-        source.append(cfg.eos_token_id)
-    device = args.get("device", "cpu")
-    generator = torch.Generator(device=device).manual_seed(args.get("seed", 0))
-    out = model.generate(
-        torch.tensor([source], device=device), max_new_tokens=args["max_new_tokens"],
-        temperature=args["temperature"], top_k=args.get("top_k"), top_p=args.get("top_p"),
-        num_beams=args.get("num_beams", 1), length_penalty=args.get("length_penalty", 1.0), generator=generator,
-    )[0].tolist()
-    if cfg.eos_token_id in out:
-        out = out[: out.index(cfg.eos_token_id)]
-    if args.get("ids"):
-        return " ".join(map(str, out))
-    parts: list[str] = []
-    run: list[int] = []
-    for t in out + [-1]:
-        if 0 <= t < 256:
-            run.append(t)
-            continue
-        parts.append(bytes(run).decode("utf-8", errors="replace"))
-        run = []
-        if t >= 256:
-            parts.append(f"<S{cfg.vocab_size - 1 - t}>")
-    return "".join(parts)
+class Seq2SeqGenerateMixin:
+    """``generate`` for an encoder-decoder ``nn.Module`` with ``encode``/``decode``/``new_cache`` and a
+    ``config`` carrying ``decoder_start_token_id``, ``eos_token_id`` and ``pad_token_id``. Put it before
+    ``nn.Module`` in the bases. ``is_encoder_decoder`` tells ``archlab generate`` and the
+    generated-exact-match callback to decode a target from a source."""
+
+    is_encoder_decoder = True
+    config: Any
+
+    def max_decoder_positions(self) -> int | None:
+        """The most decoder input tokens the model takes (a position table's length); None: no bound."""
+        return None
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        attention_mask: torch.Tensor | None = None,
+        num_beams: int = 1,
+        length_penalty: float = 1.0,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Decode a target for each (B, S) source: greedy by default, sampling with temperature > 0,
+        beam search with num_beams > 1. Returns (B, T) tokens after the start token (padding after EOS)."""
+        was_training = self.training
+        self.eval()
+        cfg = self.config
+        limit = self.max_decoder_positions()
+        if limit is not None:
+            max_new_tokens = min(max_new_tokens, limit)
+        out = generate_seq2seq(
+            self, input_ids, max_new_tokens, decoder_start_token_id=cfg.decoder_start_token_id,
+            eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id, attention_mask=attention_mask,
+            temperature=temperature, top_k=top_k, top_p=top_p, num_beams=num_beams, length_penalty=length_penalty,
+            use_cache=use_cache, generator=generator,
+        )
+        self.train(was_training)
+        return out

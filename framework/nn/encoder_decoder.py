@@ -1,0 +1,199 @@
+"""The skeleton of an attention encoder-decoder: encoder and decoder blocks, and a base model holding the
+encode / decode plumbing (masks built once per stack, per-layer caches) and ``generate``.
+
+What stays each architecture's own: its attention and FFN modules and norm (passed to the blocks),
+pre- or post-norm residuals, embeddings and positions, the bias each stack adds to its attention
+scores, the final norm and head, and ``forward`` (its statistics and auxiliary losses).
+
+    pre-norm   x + Dropout(sublayer(norm(x)))
+    post-norm  norm(x + Dropout(sublayer(x)))
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..generation.seq2seq import Seq2SeqGenerateMixin
+from .attention_stats import collect_attention_stats
+from .cross_attention import AttentionMask, DecoderCache, MultiHeadAttention, build_mask
+from .moe import MoEFeedForward, MoEOutput
+
+
+def apply_ffn(
+    ffn: nn.Module, x: torch.Tensor, token_mask: torch.Tensor | None = None,
+    moe_records: list[MoEOutput] | None = None,
+) -> torch.Tensor:
+    """Dense FFN, or MoE FFN whose record (aux loss, stats) is appended to ``moe_records``."""
+    if isinstance(ffn, MoEFeedForward):
+        if token_mask is not None and token_mask.shape[1] != x.shape[1]:
+            token_mask = None  # cached decoding: the mask covers past positions too
+        moe = ffn(x, token_mask)  # padding tokens are never routed
+        if moe_records is not None:
+            moe_records.append(moe)
+        return moe.output
+    return ffn(x)
+
+
+class _Residual(nn.Module):
+    """Residual branches with dropout (``self.drop``, set by the block), pre- or post-norm."""
+
+    drop: nn.Dropout
+
+    def __init__(self, pre_norm: bool) -> None:
+        super().__init__()
+        self.pre_norm = pre_norm
+
+    def residual(
+        self, x: torch.Tensor, norm: nn.Module, sublayer: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        if self.pre_norm:
+            return x + self.drop(sublayer(norm(x)))
+        return norm(x + self.drop(sublayer(x)))
+
+
+class EncoderBlock(_Residual):
+    """Self-attention, then FFN. Submodules are registered in the order the data meets them (pre-norm:
+    the norm first), as the plugins that built their own blocks did."""
+
+    def __init__(
+        self, attn: MultiHeadAttention, ffn: nn.Module, norm: Callable[[], nn.Module], dropout: float,
+        pre_norm: bool,
+    ) -> None:
+        super().__init__(pre_norm)
+        if pre_norm:
+            self.attn_norm, self.attn, self.ffn_norm, self.ffn = norm(), attn, norm(), ffn
+        else:
+            self.attn, self.attn_norm, self.ffn, self.ffn_norm = attn, norm(), ffn, norm()
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, mask: AttentionMask, token_mask: torch.Tensor | None = None,
+        moe_records: list[MoEOutput] | None = None,
+    ) -> torch.Tensor:
+        x = self.residual(x, self.attn_norm, lambda h: self.attn(h, mask=mask))
+        return self.residual(x, self.ffn_norm, lambda h: apply_ffn(self.ffn, h, token_mask, moe_records))
+
+
+class DecoderBlock(_Residual):
+    """Causal self-attention (cached), cross-attention to the encoder output (cached), then FFN."""
+
+    def __init__(
+        self, self_attn: MultiHeadAttention, cross_attn: MultiHeadAttention, ffn: nn.Module,
+        norm: Callable[[], nn.Module], dropout: float, pre_norm: bool,
+    ) -> None:
+        super().__init__(pre_norm)
+        if pre_norm:
+            self.self_norm, self.self_attn, self.cross_norm, self.cross_attn = norm(), self_attn, norm(), cross_attn
+            self.ffn_norm, self.ffn = norm(), ffn
+        else:
+            self.self_attn, self.self_norm, self.cross_attn, self.cross_norm = self_attn, norm(), cross_attn, norm()
+            self.ffn, self.ffn_norm = ffn, norm()
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, x: torch.Tensor, self_mask: AttentionMask, memory: torch.Tensor, cross_mask: AttentionMask,
+        cache: DecoderCache | None, i: int, token_mask: torch.Tensor | None = None,
+        moe_records: list[MoEOutput] | None = None,
+    ) -> torch.Tensor:
+        self_cache = cache.self_attn[i] if cache is not None else None
+        cross_cache = cache.cross_attn[i] if cache is not None else None
+        x = self.residual(x, self.self_norm, lambda h: self.self_attn(h, mask=self_mask, cache=self_cache))
+        x = self.residual(x, self.cross_norm, lambda h: self.cross_attn(h, memory, mask=cross_mask, cache=cross_cache))
+        return self.residual(x, self.ffn_norm, lambda h: apply_ffn(self.ffn, h, token_mask, moe_records))
+
+
+class AttentionEncoderDecoder(Seq2SeqGenerateMixin, nn.Module):
+    """``encode``/``decode``/``new_cache`` (the generation protocol of ``framework.generation.seq2seq``)
+    over ``self.encoder`` / ``self.decoder`` (``nn.ModuleList`` of the blocks above). A subclass sets
+    those and ``self.config``, and defines ``embed_source``, ``embed_target``, ``encoder_output`` and
+    ``decoder_output``; ``encoder_bias`` / ``decoder_bias`` add a position bias to the attention scores."""
+
+    encoder: nn.ModuleList
+    decoder: nn.ModuleList
+
+    # ---- what each architecture defines ------------------------------------------------------
+    def embed_source(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, S) ids -> (B, S, C) encoder input."""
+        raise NotImplementedError
+
+    def embed_target(self, decoder_input_ids: torch.Tensor, offset: int) -> torch.Tensor:
+        """(B, T) ids at positions offset.. -> (B, T, C) decoder input."""
+        raise NotImplementedError
+
+    def encoder_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The last encoder block's output (B, S, C) -> memory (B, S, C)."""
+        raise NotImplementedError
+
+    def decoder_output(self, x: torch.Tensor) -> torch.Tensor:
+        """The last decoder block's output (B, T, C) -> logits (B, T, V)."""
+        raise NotImplementedError
+
+    def encoder_bias(self, s: int) -> torch.Tensor | None:
+        """Additive bias (1|B, H, S, S) on the encoder's attention scores, or None."""
+        return None
+
+    def decoder_bias(self, t: int, s: int, offset: int) -> torch.Tensor | None:
+        """Additive bias (1|B, H, T, S) on the decoder self-attention scores of T queries at positions
+        offset.. against S = offset + T keys, or None."""
+        return None
+
+    # ---- the two halves ------------------------------------------------------------------------
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+        moe_records: list[MoEOutput] | None = None,
+    ) -> torch.Tensor:
+        """(B, S) source ids -> (B, S, C) encoder output (ffn=moe: routing records go to moe_records)."""
+        x = self.embed_source(input_ids)
+        s = input_ids.shape[1]
+        # Padding (and position bias) built once, shared by every layer.
+        mask = build_mask(s, s, key_mask=attention_mask, position_bias=self.encoder_bias(s),
+                          dtype=x.dtype, device=x.device)
+        for block in self.encoder:
+            x = block(x, mask, attention_mask, moe_records)
+        return self.encoder_output(x)
+
+    def decode(
+        self,
+        decoder_input_ids: torch.Tensor,
+        memory: torch.Tensor,
+        memory_mask: torch.Tensor | None = None,
+        cache: DecoderCache | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+        moe_records: list[MoEOutput] | None = None,
+    ) -> torch.Tensor:
+        """(B, T) decoder inputs against (B, S, C) memory -> (B, T, V) logits. With a cache the inputs
+        continue the cached positions."""
+        t = decoder_input_ids.shape[1]
+        offset = cache.length if cache is not None else 0
+        x = self.embed_target(decoder_input_ids, offset)
+        # Built once per call, shared by every layer: causal (+ bias) (1|B, H, T, offset + T), and cross.
+        self_mask = build_mask(t, offset + t, causal=True, key_mask=decoder_attention_mask,
+                               position_bias=self.decoder_bias(t, offset + t, offset), dtype=x.dtype,
+                               device=x.device)
+        cross_mask = build_mask(t, memory.shape[1], key_mask=memory_mask, dtype=x.dtype, device=x.device)
+        for i, block in enumerate(self.decoder):
+            x = block(x, self_mask, memory, cross_mask, cache, i, decoder_attention_mask, moe_records)
+        return self.decoder_output(x)
+
+    def new_cache(self) -> DecoderCache:
+        return DecoderCache(len(self.decoder))
+
+    def attention_stats(self) -> dict[str, torch.Tensor]:
+        """Recorded attention statistics of the three attentions: ``enc_*``, ``dec_self_*``, ``cross_*``."""
+        stats: dict[str, torch.Tensor] = {}
+        for prefix, modules in (("enc_", [b.attn for b in self.encoder]),
+                                ("dec_self_", [b.self_attn for b in self.decoder]),
+                                ("cross_", [b.cross_attn for b in self.decoder])):
+            stats.update({f"{prefix}{k}": v for k, v in collect_attention_stats(modules).items()})
+        return stats
+
+
+def require_decoder_inputs(name: str, decoder_input_ids: torch.Tensor | None) -> torch.Tensor:
+    """The teacher-forced decoder inputs of a seq2seq batch, or a ValueError naming the model."""
+    if decoder_input_ids is None:
+        raise ValueError(
+            f"{name}: decoder_input_ids is required (seq2seq batches carry it; see framework/data/seq2seq.py)"
+        )
+    return decoder_input_ids

@@ -1,0 +1,275 @@
+"""The composable decoder stack: the contract kit over every token mixer x every channel mixer and the
+hybrid presets (causality, padding, gradient flow, cached generation == recomputation, mixed caches),
+presets equal to the models they replaced (golden losses), layer patterns, and bad input."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import framework
+from framework.config_schema import ConfigError
+from framework.mixers import list_mixers
+from framework.mixers.recurrent import RecurrentState
+from framework.nn.kv_cache import KVCache
+from framework.registry import get_plugin, make_config
+from framework.testing.kit import build_subject, run_check
+from framework.train import split_model_config
+from hydra_compose import compose_train
+
+TOKEN_MIXERS = sorted(list_mixers("token"))
+CHANNEL_MIXERS = sorted(list_mixers("channel"))
+# Patterns small enough for the kit's 16-token sequences to cross several windows, blocks and chunks.
+SMALL_SPARSE = {"window": 4, "block_size": 4, "n_global": 2, "n_random": 1, "stride": 4, "n_summary": 1,
+                "n_buckets": 4, "chunk_size": 4}
+SMALL_MOE = {"n_experts": 4, "top_k": 2}
+CHECKS = ("causality", "padding_invariance", "gradient_flow", "generate")
+HYBRIDS = ("local_global", "attn_lstm", "longformer_moe")
+
+
+def grid_overrides(token: str, channel: str, layers: list[str] | None = None) -> dict:
+    specs = {s.options for s in (list_mixers()[n] for n in [token, channel, *(layers or [])])}
+    out: dict = {"mixer": token, "ffn": channel, "layers": layers, "position": "rope"}
+    if "sparse" in specs:
+        out["sparse"] = SMALL_SPARSE
+    if "moe" in specs:
+        out["moe"] = SMALL_MOE
+    return out
+
+
+def assert_checks(subject, checks=CHECKS) -> None:  # noqa: ANN001
+    results = [run_check(subject, c) for c in checks]
+    failed = [f"{r.check}: {r.message}" for r in results if r.status == "failed"]
+    assert not failed, failed
+    assert all(r.status == "passed" for r in results), [(r.check, r.status, r.message) for r in results]
+
+
+def checks_for(token: str) -> tuple[str, ...]:
+    # Reformer's chunks are formed by sorting every position's hash, so a later (or padded) token can change
+    # which earlier keys share an earlier query's chunk: its mask keeps each attended key causal and real
+    # (tests/test_sparse_lsh.py), not the chunk membership. Known and documented, as in the paper.
+    return tuple(c for c in CHECKS if not (token == "lsh" and c in ("causality", "padding_invariance")))
+
+
+@pytest.mark.parametrize("channel", CHANNEL_MIXERS)
+@pytest.mark.parametrize("token", TOKEN_MIXERS)
+def test_every_token_mixer_with_every_channel_mixer_honours_the_contract(token: str, channel: str) -> None:
+    subject = build_subject("decoder", "gpt", grid_overrides(token, channel))
+    assert subject.compose_error is None
+    assert_checks(subject, checks_for(token))
+
+
+@pytest.mark.parametrize("token", [t for t in TOKEN_MIXERS if t != "attention"])
+def test_mixed_stacks_with_attention_honour_the_contract(token: str) -> None:
+    """[token, attention] layers: one generation carries a KV cache and the other layer's own state side by side."""
+    subject = build_subject("decoder", "gpt", grid_overrides(token, "swiglu", layers=[token, "attention"]))
+    assert_checks(subject, checks_for(token))
+
+
+@pytest.mark.parametrize("preset", HYBRIDS)
+def test_hybrid_presets_honour_the_contract(preset: str) -> None:
+    overrides = {"n_layers": 4 if preset != "local_global" else 6}
+    if preset != "attn_lstm":
+        overrides["sparse"] = {"window": 4, "block_size": 4, "n_global": 2}
+    assert_checks(build_subject("decoder", preset, overrides))
+
+
+def test_hybrid_decode_state_mixes_kv_caches_and_recurrent_states() -> None:
+    model = framework.build_model("decoder", vocab_size=32, d_model=16, n_heads=2, n_layers=4, max_seq_len=32,
+                                  layers=["lstm", "lstm", "lstm", "attention"], position="rope").eval()
+    state = model.new_state()
+    assert [type(s) for s in state.layers] == [RecurrentState] * 3 + [KVCache]
+    x = torch.randint(0, 32, (2, 9))
+    full = model(x).logits
+    steps = [model(x[:, :5], state=state).logits] + [model(x[:, i : i + 1], state=state).logits for i in range(5, 9)]
+    torch.testing.assert_close(torch.cat(steps, 1), full)
+    assert state.length == 9 and state.layers[3].length == 9
+    assert state.layers[0].value[0].shape == (1, 2, 16)  # O(1): (h, c), whatever the length
+
+
+# ---- presets equal the models they replaced ------------------------------------------------------
+
+# Initial loss and loss after 20 AdamW steps (fp64), recorded on main before the composable stack
+# (commit f163c32, with plugins gpt, moe, sparse, rnn), by the same procedure as golden_losses().
+GOLDEN = {
+    "gpt": (4.185969196326341, 2.5685733538386795),
+    "llama": (4.177763863272294, 2.3322016164860724),
+    "mixtral": (4.185524202640077, 2.609265795569168),
+    "switch": (4.167215751621795, 2.7035843869524196),
+    "longformer": (4.186554526431563, 2.5679038610376965),
+    "lstm": (4.161375203815922, 3.8644367303867875),
+}
+GOLDEN_OVERRIDES = {
+    "gpt": ["model.n_heads=4"], "llama": ["model.n_heads=4"],
+    "mixtral": ["model.n_heads=4", "model.moe.n_experts=4"], "switch": ["model.n_heads=4", "model.moe.n_experts=4"],
+    "longformer": ["model.n_heads=4", "model.sparse.window=8", "model.sparse.n_global=2", "model.sparse.block_size=8"],
+    "lstm": [],
+}
+
+
+def golden_losses(preset: str) -> tuple[float, float]:
+    cfg = compose_train([f"model={preset}", *GOLDEN_OVERRIDES[preset], "model.vocab_size=64", "model.max_seq_len=32",
+                         "model.d_model=32", "model.n_layers=2"])
+    name, values = split_model_config(cfg)
+    torch.manual_seed(1234)
+    model = get_plugin(name).build(make_config(name, **values)).double()
+    x = torch.randint(0, 64, (4, 33), generator=torch.Generator().manual_seed(99))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    losses = []
+    for _ in range(21):
+        out = model(x[:, :-1])
+        loss = F.cross_entropy(out.logits.reshape(-1, 64), x[:, 1:].reshape(-1))
+        losses.append(loss.item())
+        opt.zero_grad()
+        (loss + out.aux_loss).backward()
+        opt.step()
+    return losses[0], losses[20]
+
+
+@pytest.mark.parametrize("preset", list(GOLDEN))
+def test_presets_equal_their_old_selves(preset: str) -> None:
+    first, after_20 = golden_losses(preset)
+    assert first == pytest.approx(GOLDEN[preset][0], rel=1e-9, abs=1e-9)
+    assert after_20 == pytest.approx(GOLDEN[preset][1], rel=1e-7, abs=1e-7)
+
+
+# ---- layer patterns -----------------------------------------------------------------------------
+
+
+def names(cfg) -> tuple[list[str], list[str]]:  # noqa: ANN001
+    return [s.name for s in cfg.token_mixers], [s.name for s in cfg.channel_mixers]
+
+
+def test_a_short_list_repeats_to_n_layers_and_periodic_shorthands_place_mixers() -> None:
+    cfg = make_config("decoder", n_layers=8, layers=["attention", "lstm"])
+    assert names(cfg)[0] == ["attention", "lstm"] * 4
+    # Jamba's description: attention every 8th layer at offset 4, MoE every 2nd layer at offset 1.
+    cfg = make_config("decoder", n_layers=8, mixer="lstm", mixer_every={"name": "attention", "every": 8, "offset": 4},
+                      ffn="swiglu", ffn_every={"name": "moe", "every": 2, "offset": 1})
+    tokens, channels = names(cfg)
+    assert tokens == ["lstm"] * 4 + ["attention"] + ["lstm"] * 3
+    assert channels == ["swiglu", "moe"] * 4
+
+
+def test_the_issue_command_line_builds_an_attention_lstm_stack() -> None:
+    cfg = compose_train(["model=gpt", "model.layers=[attention,lstm]", "model.n_layers=2"])
+    name, values = split_model_config(cfg)
+    model = get_plugin(name).build(make_config(name, **values))
+    assert [type(b.mixer).__name__ for b in model.blocks] == ["SelfAttention", "RecurrentMixer"]
+
+
+def test_presets_hold_only_what_they_change() -> None:
+    """Every key a preset YAML sets differs from the default its parent gives (defaults live in the dataclass)."""
+    from importlib import resources
+
+    import yaml
+
+    folder = resources.files("plugins.decoder.conf") / "model"
+    for entry in folder.iterdir():
+        if not entry.name.endswith(".yaml"):
+            continue
+        preset = yaml.safe_load(entry.read_text())
+        parent = [d for d in preset.pop("defaults") if d != "_self_"][0]
+        parent_cfg = compose_train([f"model={parent}"]).model
+        for key, value in preset.items():
+            assert parent_cfg.get(key) != value, (entry.name, key)
+
+
+# ---- bad input: a clear error before anything is built ------------------------------------------
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"mixer": "mamba9"}, r"mixer: unknown token mixer 'mamba9'; known token mixers: 'attention', .*'lstm'"),
+    ({"layers": ["attention", "lstmm"]}, r"layers\[1\]: unknown token mixer 'lstmm'"),
+    ({"layers": ["mlp"]}, r"layers\[0\]: unknown token mixer 'mlp' \(it is a channel mixer\)"),
+    ({"ffn": "lstm"}, r"ffn: unknown channel mixer 'lstm' \(it is a token mixer\)"),
+    ({"n_layers": 4, "layers": ["attention", "lstm", "lstm"]}, r"layers: a list of 3 mixers .* must divide it .*1, 2, 4"),
+    ({"layers": []}, r"layers: must name at least one mixer"),
+    ({"moe": {"n_experts": 4}}, r"moe: options are set but no layer uses a mixer configured by 'moe'"),
+    ({"sparse": {"window": 8}}, r"sparse: options are set but no layer uses"),
+    ({"rnn": {"hidden_size": 8}}, r"rnn: options are set but no layer uses"),
+    ({"mixer": "lstm", "rnn": {"nonlinearity": "relu"}}, r"rnn.nonlinearity: only applies to elman"),
+    ({"stateful": True}, r"stateful: .*every token mixer must be recurrent .*'attention'"),
+    ({"layers": ["attention"], "mixer_every": {"name": "lstm", "every": 2}}, r"set either layers .* or mixer_every"),
+    ({"mixer_every": {"every": 2}}, r"every=2 needs the mixer to place"),
+    ({"mixer_options": {"mamba": {}}}, r"mixer_options.mamba: no layer uses mixer 'mamba'"),
+])
+def test_bad_stack_configs_fail_early_naming_the_field(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_config("decoder", **overrides)
+
+
+def test_a_mixer_that_cannot_be_causal_is_refused(monkeypatch) -> None:
+    import dataclasses
+
+    from framework.mixers import registry
+
+    found = registry.discover_mixers()
+    bidirectional = dataclasses.replace(found.mixers["attention"], name="bidir", causal=False)
+    patched = registry.MixerDiscovery({**found.mixers, "bidir": bidirectional}, found.errors)
+    monkeypatch.setattr(registry, "discover_mixers", lambda: patched)
+    with pytest.raises(ConfigError, match=r"mixer: 'bidir' cannot be causal"):
+        make_config("decoder", layers=["attention", "bidir"])
+
+
+def test_a_broken_third_party_mixer_is_named(monkeypatch) -> None:
+    from framework.mixers import registry
+
+    found = registry.discover_mixers()
+    patched = registry.MixerDiscovery(found.mixers, {**found.errors, "mamba": "failed to import x:Y: ImportError"})
+    monkeypatch.setattr(registry, "discover_mixers", lambda: patched)
+    with pytest.raises(ConfigError, match=r"mixer: mixer 'mamba' is installed but broken: failed to import"):
+        make_config("decoder", mixer="mamba")
+
+
+# ---- fusion changes what a model can do -------------------------------------------------------------
+
+
+def _mqar_accuracy(layers: list[str], steps: int = 800, t: int = 32, kv: int = 4, vocab: int = 64) -> float:
+    """A stack with the attn_lstm preset's settings (RoPE, RMSNorm, SwiGLU, width 64) and the given layers,
+    trained on MQAR: AdamW with weight decay 0.1, 50 warm-up steps then cosine (Zoology's recipe), batches
+    of 32; accuracy on 256 new examples."""
+    from framework.data.tasks import mqar
+
+    torch.manual_seed(0)
+    x_train, y_train = mqar(steps * 32, t, vocab, kv, torch.Generator().manual_seed(0))
+    x_val, y_val = mqar(256, t, vocab, kv, torch.Generator().manual_seed(1))
+    overrides = [f"model.vocab_size={vocab}", f"model.max_seq_len={t}", "model.d_model=64", "model.n_heads=2",
+                 f"model.n_layers={len(layers)}", f"model.layers=[{','.join(layers)}]"]
+    name, values = split_model_config(compose_train(["model=attn_lstm", *overrides]))
+    model = get_plugin(name).build(make_config(name, **values))
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
+    warm_cosine = lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps))  # noqa: E731
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, warm_cosine)
+    for step in range(steps):
+        xb, yb = x_train[step * 32 : (step + 1) * 32], y_train[step * 32 : (step + 1) * 32]
+        loss = F.cross_entropy(model(xb).logits.flatten(0, 1), yb.flatten(), ignore_index=-100)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        schedule.step()
+    with torch.no_grad():
+        pred = model.eval()(x_val).logits.argmax(-1)
+    scored = y_val != -100
+    return float(((pred == y_val) & scored).sum() / scored.sum())
+
+
+@pytest.mark.slow
+def test_attention_lstm_hybrid_beats_the_pure_lstm_on_mqar() -> None:
+    """MQAR (T=32, 4 key-value pairs, 64 symbols), 800 steps: an LSTM layer then an attention layer recalls
+    nearly every value; two LSTM layers of the same width stay near the ~0.27 they get from guessing among
+    the context's values (measured: 1.0 vs 0.28 for seeds 0 and 1; the hybrid jumps from ~0.25 to 1.0 between
+    steps 250 and 800, the LSTM reaches 0.30 at 1500)."""
+    hybrid = _mqar_accuracy(["lstm", "attention"])
+    lstm = _mqar_accuracy(["lstm", "lstm"])
+    assert hybrid >= 0.9, (hybrid, lstm)
+    assert hybrid > lstm + 0.4, (hybrid, lstm)
+
+
+def test_a_recurrent_stack_needs_no_head_divisibility() -> None:
+    """n_heads only shapes attention layers: a pure LSTM stack may have any width."""
+    assert make_config("decoder", mixer="lstm", d_model=30).d_model == 30
+    with pytest.raises(ConfigError, match="d_model .30. must be divisible by n_heads"):
+        make_config("decoder", layers=["lstm", "attention"], n_layers=2, d_model=30)
