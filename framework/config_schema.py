@@ -85,7 +85,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def validate_config(config_class: type[T], values: Mapping[str, Any], owner: str = "model") -> T:
     """Build ``config_class`` from ``values``: unknown keys and ill-typed values raise ``ConfigError``.
 
-    The dataclass's own ``__post_init__`` then checks cross-field rules (e.g. d_model % n_heads).
+    The dataclass's own ``__post_init__`` then checks cross-field rules (e.g. d_model % n_heads); their
+    errors read "<owner>: <field>: ...", or as they are when they already name "<owner>.<field>" (the data
+    configs' rules: "data.length: ...").
     """
     if not dataclasses.is_dataclass(config_class):
         raise TypeError(f"{config_class!r} is not a dataclass")
@@ -100,6 +102,8 @@ def validate_config(config_class: type[T], values: Mapping[str, Any], owner: str
     try:
         return config_class(**coerced)
     except (ValueError, TypeError) as err:  # cross-field checks in __post_init__
+        if isinstance(err, ConfigError) and str(err).startswith(f"{owner}."):
+            raise ConfigError(str(err)) from None
         raise ConfigError(f"{owner}: {err}") from None
 
 

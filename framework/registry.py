@@ -50,8 +50,12 @@ def discover() -> Discovery:
 
 
 def refresh() -> Discovery:
-    """Forget the cached discovery (after installing a plugin at run time)."""
+    """Forget the cached discovery (after installing a plugin at run time), the mixers' too (a plugin package
+    may register mixers in ``archlab.mixers``)."""
+    from .mixers.registry import discover_mixers
+
     discover.cache_clear()
+    discover_mixers.cache_clear()
     return discover()
 
 

@@ -1,6 +1,6 @@
 """``train(cfg)``: a plain function from a composed config to a trained, logged, checkpointed model.
 
-The Hydra entry point in ``cli.py`` is a thin wrapper around it, so tests call it directly.
+The Hydra entry point in ``framework/cli/train.py`` is a thin wrapper around it, so tests call it directly.
 """
 from __future__ import annotations
 

@@ -54,3 +54,26 @@ def test_model_records_per_layer_stats_only_when_switched_on():
     record_attention_stats(model, False)
     torch.testing.assert_close(model(x).logits, logits_on)  # measuring never changes the output
     assert "attn/topk_mass" not in model(x).stats
+
+
+@pytest.mark.parametrize("name, parts", [
+    ("bert", ("",)),  # an encoder: one value per layer, as the decoder stack's
+    ("t5", ("/encoder", "/decoder", "/cross")),  # encoder-decoders: one key per attention
+    ("transformer", ("/encoder", "/decoder", "/cross")),
+])
+def test_encoders_and_encoder_decoders_report_in_the_shared_key_scheme(name, parts):
+    """One W&B panel (attn/entropy/..., resid/rms/...) compares every architecture: bert and the encoder-decoders
+    report the decoder stack's keys, per layer, with normalised entropy in [0, 1]."""
+    model = build_model(name, vocab_size=16, d_model=16, n_layers=2, n_heads=2, max_seq_len=16).eval()
+    x = torch.randint(1, 16, (2, 10))
+    inputs = {"input_ids": x} if name == "bert" else {"input_ids": x, "decoder_input_ids": x[:, :6]}
+    record_attention_stats(model, True)
+    stats = model(**inputs).stats
+    record_attention_stats(model, False)
+    for part in parts:
+        for key in ("attn/entropy", "attn/topk_mass"):
+            value = stats[f"{key}{part}"]
+            assert value.shape == (2,) and ((value >= 0) & (value <= 1 + 1e-5)).all(), (key, part)
+    resid = ("resid/rms",) if name == "bert" else ("resid/rms/encoder", "resid/rms/decoder")
+    assert all(stats[key].shape == (2,) and (stats[key] > 0).all() for key in resid)
+    assert not any("_attn_" in k or k == "residual_rms" for k in stats)  # the old private keys are gone

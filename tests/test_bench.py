@@ -12,7 +12,7 @@ from framework.bench.common import Column, Timing, format_table, paired_ratio, q
 pytest.importorskip("transformers")
 
 from framework.bench.common import verdict_vs_hf
-from framework.bench.decoder import (  # noqa: E402
+from plugins.decoder.bench.decoder import (  # noqa: E402
     BenchConfig, Size, count_params, flops_per_token, main, parse_args, run,
 )
 

@@ -10,7 +10,7 @@ from framework.bench import run_bench
 
 pytest.importorskip("transformers")
 
-from framework.bench.encoders import CASES, BenchConfig, Size, main, parse_args, run  # noqa: E402
+from plugins.bert.bench import CASES, BenchConfig, Size, main, parse_args, run  # noqa: E402
 
 TINY = ["--sizes", "32x2x4", "--batch", "2", "--seq", "16", "--vocab", "64", "--steps", "1", "--warmup", "1",
         "--device", "cpu"]

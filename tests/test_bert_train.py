@@ -24,16 +24,18 @@ BERT = ["model=bert", "sample.prompt=null", "model.d_model=32", "model.n_layers=
 
 def test_train_on_default_data_logs_masked_token_and_plugin_metrics(tmp_path: Path) -> None:
     """The default data (Shakespeare bytes) under masked_lm: val/acc and val/ppl over masked tokens, and the
-    plugin's per-layer metrics under bert/..., attention sparsity from validation batches only."""
+    per-layer shared statistics in the decoder stack's scheme (resid/rms, attn/...), attention sparsity from
+    validation batches only."""
     result = train(compose_train(FAST + BERT + ["plugin_metrics_every_n_steps=2"], tmp_path))
     metrics = result["metrics"]
-    for key in ("val/loss", "val/acc", "val/ppl", "bert/residual_rms/layer1", "bert/attn_entropy/layer0",
-                "bert/attn_entropy/mean", "bert/attn_topk_mass/layer1", "train/bert/residual_rms/mean"):
+    for key in ("val/loss", "val/acc", "val/ppl", "resid/rms/layer1", "attn/entropy/layer0", "attn/entropy/mean",
+                "attn/topk_mass/layer1", "attn/density/mean", "train/resid/rms/mean"):
         assert key in metrics, (key, sorted(metrics))
     assert 0 <= metrics["val/acc"] <= 1 and metrics["val/ppl"] > 1
-    assert 0 < metrics["bert/attn_entropy/mean"] <= 1 and 0 < metrics["bert/attn_topk_mass/mean"] <= 1
+    assert 0 < metrics["attn/entropy/mean"] <= 1 and 0 < metrics["attn/topk_mass/mean"] <= 1
     # Attention statistics are recorded on validation batches only, never on training steps.
-    assert not any(k.startswith("train/bert/attn") for k in metrics)
+    assert not any(k.startswith(("train/attn/entropy", "train/attn/topk_mass")) for k in metrics)
+    assert not any(k.startswith("bert/") for k in metrics)  # no per-plugin copies of the shared statistics
     assert result["sample"] is None  # an encoder does not generate
 
     model, hparams = load_checkpoint(result["last_checkpoint"])
@@ -49,13 +51,14 @@ def test_train_a_few_steps_on_every_data_source(option: str, tmp_path: Path) -> 
         sample.write_text("the quick brown fox jumps over the lazy dog; ünïcöde bytes too\n" * 200)
         extra = [f"data.paths=[{sample}]", "data.seq_len=32"]
     metrics = train(compose_train(FAST + BERT + [f"data={option}", "callbacks=none", *extra], tmp_path))["metrics"]
-    assert math.isfinite(metrics["val/loss"]) and "bert/attn_entropy/layer1" in metrics
+    assert math.isfinite(metrics["val/loss"]) and "attn/entropy/layer1" in metrics
 
 
 def test_attention_stats_can_be_switched_off(tmp_path: Path) -> None:
     cfg = compose_train(FAST + BERT + ["data=synthetic", "callbacks=none", "attention_stats=false"], tmp_path)
     metrics = train(cfg)["metrics"]
-    assert "bert/residual_rms/mean" in metrics and not any("attn" in k for k in metrics)
+    assert "resid/rms/mean" in metrics and "attn/density/mean" in metrics  # no recording needed for these
+    assert not any(k.startswith(("attn/entropy", "attn/topk_mass")) for k in metrics)
 
 
 @pytest.mark.parametrize(
@@ -86,7 +89,7 @@ def test_archlab_train_model_bert_command(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     header = next((tmp_path / "csv").rglob("metrics.csv")).read_text().splitlines()[0]
-    for key in ("val/acc", "val/ppl", "bert/attn_entropy/layer3", "bert/attn_topk_mass/mean"):
+    for key in ("val/acc", "val/ppl", "attn/entropy/layer3", "attn/topk_mass/mean"):
         assert key in header, key
 
 

@@ -1,4 +1,4 @@
-"""The MoE feed-forward layer (framework/nn/moe.py): equivalences, capacity, aux losses, gradients, config."""
+"""The MoE feed-forward layer (framework/nn/moe/layer.py): equivalences, capacity, aux losses, gradients, config."""
 from __future__ import annotations
 
 import math
@@ -9,9 +9,7 @@ from torch.nn import functional as F
 
 from framework.config_schema import ConfigError, validate_config
 from framework.nn import GatedMLP, MLP
-from framework.nn.moe import MoEFeedForward, load_balance_loss, router_z_loss
-from framework.nn.moe_config import MoEConfig
-from framework.nn.moe_router import capacity, top_experts
+from framework.nn.moe import MoEConfig, MoEFeedForward, capacity, load_balance_loss, router_z_loss, top_experts
 
 D, H = 16, 32
 

@@ -7,7 +7,7 @@ from framework.bench import run_bench
 
 pytest.importorskip("transformers")
 
-from framework.bench.moe import BenchConfig, parse_args, run, summary  # noqa: E402
+from plugins.decoder.bench.moe import BenchConfig, parse_args, run, summary  # noqa: E402
 
 TINY = dict(n_experts=4, top_k=2, d_model=16, hidden=32, tokens=32, steps=1, warmup=1, layers=1, heads=2,
             batch=2, seq=8, vocab=32, device="cpu")
@@ -52,7 +52,7 @@ def test_layer_step_takes_a_block_that_returns_a_tuple() -> None:
     import torch
     from torch import nn
 
-    from framework.bench.moe import layer_step
+    from plugins.decoder.bench.moe import layer_step
 
     class TupleBlock(nn.Linear):
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,13 +1,11 @@
-"""Stacked experts (framework/nn/moe_experts.py): the grouped-matmul path equals expert-by-expert FFNs."""
+"""Stacked experts (framework/nn/moe/experts.py): the grouped-matmul path equals expert-by-expert FFNs."""
 from __future__ import annotations
 
 import pytest
 import torch
 
 from framework.nn import GatedMLP, MLP
-from framework.nn.moe import MoEFeedForward
-from framework.nn.moe_config import MoEConfig
-from framework.nn.moe_experts import GroupedExperts
+from framework.nn.moe import GroupedExperts, MoEConfig, MoEFeedForward
 
 D, H = 16, 32
 

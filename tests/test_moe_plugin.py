@@ -7,8 +7,7 @@ import torch
 
 import framework
 from framework.config_schema import ConfigError
-from framework.nn.moe import MoEFeedForward
-from framework.nn.moe_metrics import ExpertLoad, normalised_entropy
+from framework.nn.moe import ExpertLoad, MoEFeedForward, normalised_entropy
 from framework.registry import get_plugin, make_config
 from framework.train import split_model_config, train
 from framework.wandb_records import read_runs

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from framework.bench import run_bench
-from framework.bench.rnn import BenchConfig, build_variants, matmul_params, parse_args, run
+from plugins.decoder.bench.rnn import BenchConfig, build_variants, matmul_params, parse_args, run
 
 TINY = dict(seqs=(24, 48), batch=2, gen_tokens=4, d_model=32, gpt_layers=2, n_heads=4, rnn_layers=2, vocab=64,
             steps=1, warmup=1, device="cpu")

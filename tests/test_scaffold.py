@@ -1,8 +1,8 @@
-"""`archlab new-plugin`: the generated package is complete and honours the contract; bad names and occupied
-folders are refused with nothing overwritten; and, end to end, the package installs, is discovered,
-trains and sweeps through the CLI with its metric in the W&B records, and passes its own `pytest`. A
-deliberately broken pair (an import error, a causal model leaking the future) is reported by
-`archlab plugins` and by the kit."""
+"""`archlab new-plugin`: the generated package (a token mixer and a plugin that is the decoder stack with it) is
+complete and honours the contract; bad names and occupied folders are refused with nothing overwritten; and, end
+to end, the package installs, is discovered, trains and sweeps through the CLI with its mixer's metrics in the
+W&B records, and passes its own `pytest`. A deliberately broken pair (an import error, a mixer leaking the
+future) is reported by `archlab plugins` and by the kit."""
 from __future__ import annotations
 
 import importlib
@@ -36,23 +36,39 @@ def test_generated_package_is_complete(tmp_path):
     assert set(tree) == set(files("kitdemo"))
     meta = tomllib.loads(tree["pyproject.toml"])
     assert meta["project"]["entry-points"]["archlab.plugins"] == {"kitdemo": "archlab_kitdemo:PLUGIN"}
+    assert meta["project"]["entry-points"]["archlab.mixers"] == {"kitdemo": "archlab_kitdemo.mixer:SPEC"}
     assert meta["tool"]["setuptools"]["package-data"]["archlab_kitdemo.conf"] == ["model/*.yaml"]
+    # The plugin's own YAML is the generated defaults node (the stack's config) plus the mixer; the preset a hybrid.
     own = yaml.safe_load(tree["archlab_kitdemo/conf/model/kitdemo.yaml"])
-    assert own["plugin"] == "kitdemo" and own["vocab_size"] == "${data.vocab_size}"
-    assert yaml.safe_load(tree["archlab_kitdemo/conf/model/kitdemo_gated.yaml"])["defaults"][0] == "kitdemo"
+    assert own == {"defaults": ["kitdemo_defaults", "_self_"], "mixer": "kitdemo"}
+    hybrid = yaml.safe_load(tree["archlab_kitdemo/conf/model/kitdemo_hybrid.yaml"])
+    assert hybrid == {"defaults": ["kitdemo", "_self_"], "layers": ["kitdemo", "attention"]}
     for rel, text in tree.items():
         if rel.endswith(".py"):
             compile(text, rel, "exec")  # every module is valid Python
     assert "parametrize_with_checks(\"kitdemo\")" in tree["tests/test_kitdemo.py"]
+    # Built from the stack, not a copy of it: no model, block, norm or generate code of its own.
+    assert "config_class=StackConfig" in tree["archlab_kitdemo/__init__.py"]
+    assert "build=build_stack" in tree["archlab_kitdemo/__init__.py"]
+    code = "".join(text for rel, text in tree.items() if rel.startswith("archlab_kitdemo/"))
+    for own_copy in ("def generate", "make_norm", "LayerNorm", "class Block", "KVCache", "nn.Embedding"):
+        assert own_copy not in code, own_copy
 
 
 def test_generated_plugin_honours_the_contract_before_installing(tmp_path, monkeypatch):
+    from framework.mixers import registry as mixers
+
     target = new_plugin("kitdemo2", tmp_path / "pkg")
     monkeypatch.syspath_prepend(str(target))
-    plugin = importlib.import_module("archlab_kitdemo2").PLUGIN
-    report = check_plugin(plugin)  # raises naming any violated property
+    package = importlib.import_module("archlab_kitdemo2")
+    # What installing does through the archlab.mixers entry point: the mixer joins the registry.
+    found = mixers.discover_mixers()
+    with_mixer = mixers.MixerDiscovery({**found.mixers, "kitdemo2": package.SPEC}, found.errors)
+    monkeypatch.setattr(mixers, "discover_mixers", lambda: with_mixer)
+    report = check_plugin(package.PLUGIN)  # raises naming any violated property
     assert report.result("generate").status == "passed"
-    preset = check_plugin(plugin, model="kitdemo2_gated")
+    assert report.result("metrics").status == "passed"
+    preset = check_plugin(package.PLUGIN, model="kitdemo2_hybrid")
     assert preset.ok
 
 
@@ -86,7 +102,7 @@ def test_empty_folder_is_filled(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert archlab_main(["new-plugin", "fresh", "--dir", str(empty)]) == 0
-    assert (empty / "archlab_fresh" / "model.py").is_file()
+    assert (empty / "archlab_fresh" / "mixer.py").is_file()
     assert "pip install -e" in capsys.readouterr().out
 
 
@@ -105,13 +121,14 @@ def _break(folder: Path, rel: str, old: str, new: str) -> None:
 
 @pytest.fixture(scope="module")
 def scaffolded(tmp_path_factory):
-    """Three generated plugins, installed (non-editable): a good one, one whose attention sees the future,
+    """Three generated plugins, installed (non-editable): a good one, one whose mixer sees the future,
     one whose import fails. Names are unique per process so parallel runs do not collide."""
     work = tmp_path_factory.mktemp("scaffold")
     tag = os.getpid()
     names = {"good": f"scaf{tag}", "leaky": f"scaf{tag}_leaky", "broken": f"scaf{tag}_broken"}
     dirs = {kind: new_plugin(name, work / kind) for kind, name in names.items()}
-    _break(dirs["leaky"], f"archlab_{names['leaky']}/model.py", "causal=True", "causal=False")
+    _break(dirs["leaky"], f"archlab_{names['leaky']}/mixer.py", "torch.cat([past, value], dim=1)",
+           "torch.cat([value, past], dim=1)")  # output t sees inputs t .. t+K-1
     _break(dirs["broken"], f"archlab_{names['broken']}/__init__.py", "from framework import Plugin",
            "import archlab_dependency_that_does_not_exist  # noqa: F401\nfrom framework import Plugin")
     _pip("install", "--no-deps", "--no-build-isolation", *map(str, dirs.values()))
@@ -131,7 +148,7 @@ def test_scaffolded_plugin_installs_trains_sweeps_and_passes_its_tests(scaffolde
     assert registry.discover().sources[name].startswith(f"archlab-scaf{os.getpid()} ")
 
     listed = subprocess.run([ARCHLAB, "plugins"], capture_output=True, text=True, timeout=120, env=ENV)
-    assert listed.returncode == 0 and name in listed.stdout and f"{name}_gated" in listed.stdout
+    assert listed.returncode == 0 and name in listed.stdout and f"{name}_hybrid" in listed.stdout
 
     run_dir = work / "run"
     trained = subprocess.run(
@@ -150,7 +167,8 @@ def test_scaffolded_plugin_installs_trains_sweeps_and_passes_its_tests(scaffolde
     assert sorted(r.config["model"]["ffn"] for r in runs) == ["mlp", "swiglu"]
     for run in runs:
         keys = set(run.keys())
-        assert f"{name}/logit_entropy" in keys and f"{name}/residual_rms/mean" in keys, sorted(keys)
+        assert {f"{name}/gate/layer0", f"{name}/gate/mean", f"{name}/past_share/mean"} <= keys, sorted(keys)
+        assert "resid/rms/mean" in keys  # the stack's shared statistics
         assert "val/loss" in keys and run.finished
 
     tested = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(dirs["good"])],

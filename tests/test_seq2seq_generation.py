@@ -116,7 +116,7 @@ def test_bad_generation_arguments() -> None:
 
 
 def test_cli_text_goes_through_the_models_codec_else_bytes_and_sentinels() -> None:
-    from framework.generate_cli import generate_encoder_decoder
+    from framework.cli.generate import generate_encoder_decoder
     from framework.generation import ByteSentinelCodec
 
     codec = ByteSentinelCodec(vocab_size=300)

@@ -96,15 +96,19 @@ def test_attention_stats_are_recorded_only_on_request(variant: str) -> None:
     src, dec = batch()
     mask = torch.ones_like(src)
     mask[0, 6:] = 0
-    assert "enc_attn_entropy_norm" not in model(src, mask, dec).stats
+    stats = model(src, mask, dec).stats
+    assert not any(k.startswith("attn/") for k in stats)
+    n_enc, n_dec = len(model.encoder), len(model.decoder)
+    # The residual RMS after every block is there on every forward (shared keys: the core logs them).
+    assert stats["resid/rms/encoder"].shape == (n_enc,) and stats["resid/rms/decoder"].shape == (n_dec,)
     record_attention_stats(model, True)
     stats = model(src, mask, dec).stats
     record_attention_stats(model, False)
-    n_enc, n_dec = len(model.encoder), len(model.decoder)
-    for part, n in (("enc", n_enc), ("dec_self", n_dec), ("cross", n_dec)):
-        entropy, mass = stats[f"{part}_attn_entropy_norm"], stats[f"{part}_attn_topk_mass"]
+    for part, n in (("encoder", n_enc), ("decoder", n_dec), ("cross", n_dec)):
+        entropy, mass = stats[f"attn/entropy/{part}"], stats[f"attn/topk_mass/{part}"]
         assert entropy.shape == (n,) and mass.shape == (n,)
         assert ((entropy >= 0) & (entropy <= 1 + 1e-5)).all() and ((mass > 0) & (mass <= 1 + 1e-5)).all()
+    assert not any("_attn_" in k or k.startswith(("enc_", "dec_self_", "cross_")) for k in stats)  # no private copies
     metrics = build_metrics(variant)
     for metric in metrics.values():
         metric.update(stats)
@@ -126,9 +130,9 @@ def test_attention_stats_respect_the_causal_and_padding_masks() -> None:
     mask[0, 0] = 1
     record_attention_stats(model, True)
     stats = model(src, mask, dec).stats
-    assert_close(stats["dec_self_attn_topk_mass"], torch.ones(len(model.decoder)))
-    assert_close(stats["cross_attn_topk_mass"], torch.ones(len(model.decoder)))
-    assert_close(stats["cross_attn_entropy_norm"], torch.ones(len(model.decoder)))  # 1 key: defined as 1
+    assert_close(stats["attn/topk_mass/decoder"], torch.ones(len(model.decoder)))
+    assert_close(stats["attn/topk_mass/cross"], torch.ones(len(model.decoder)))
+    assert_close(stats["attn/entropy/cross"], torch.ones(len(model.decoder)))  # 1 key: defined as 1
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from framework.bench import BENCHMARKS
-from framework.bench.sparse import PATTERNS, _crossover, main, peak_memory, run
+from framework.bench import benchmarks
+from plugins.decoder.bench.sparse import PATTERNS, _crossover, main, peak_memory, run
 
 
 def test_run_gives_ratios_against_dense_for_every_pattern() -> None:
@@ -27,7 +27,7 @@ def test_peak_memory_subprocess_reports_bytes() -> None:
 
 
 def test_cli_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
-    assert "sparse" in BENCHMARKS
+    assert "sparse" in benchmarks()
     assert main(["--lengths", "64", "--patterns", "sliding_window", "lsh", "--window", "8", "--block", "8",
                  "--rounds", "1", "--no-memory"]) == 0
     out = capsys.readouterr().out

@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.nn import functional as F
 from torch.testing import assert_close
 
 from framework.config_schema import ConfigError
-from framework.data.tasks import mqar
 from framework.nn import SelfAttention
 from framework.nn.attention_stats import record_attention_stats
 from framework.nn.sparse import SPARSE_KINDS, SparseAttentionConfig, SparseSelfAttention
 from framework.registry import make_config
 from framework.stack import StackConfig, StackLM
+from mqar_check import mqar_accuracy
 
 STATIC = [k for k in SPARSE_KINDS if k != "lsh"]
 SMALL = SparseAttentionConfig(window=4, block_size=4, n_global=2, n_random=1, stride=4, n_summary=1,
@@ -140,23 +139,11 @@ def test_invalid_config_fails_early_and_names_the_field(overrides: dict, field: 
         make_config("decoder", **{"mixer": "sliding_window", **overrides})
 
 
-def _mqar_accuracy(kind: str, n_global: int, steps: int, t: int = 32, kv: int = 4, vocab: int = 64) -> float:
+def _mqar_accuracy(kind: str, n_global: int, steps: int, t: int = 32) -> float:
     torch.manual_seed(0)
-    x_train, y_train = mqar(steps * 32, t, vocab, kv, torch.Generator().manual_seed(0))
-    x_val, y_val = mqar(256, t, vocab, kv, torch.Generator().manual_seed(1))
-    model = StackLM(StackConfig(vocab_size=vocab, d_model=64, n_layers=2, n_heads=2, max_seq_len=t,
+    model = StackLM(StackConfig(vocab_size=64, d_model=64, n_layers=2, n_heads=2, max_seq_len=t,
                                 mixer=kind, sparse=SparseAttentionConfig(window=3, block_size=8, n_global=n_global)))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    for step in range(steps):
-        xb, yb = x_train[step * 32 : (step + 1) * 32], y_train[step * 32 : (step + 1) * 32]
-        loss = F.cross_entropy(model(xb).logits.flatten(0, 1), yb.flatten(), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    with torch.no_grad():
-        pred = model.eval()(x_val).logits.argmax(-1)
-    scored = y_val != -100
-    return float(((pred == y_val) & scored).sum() / scored.sum())
+    return mqar_accuracy(model, steps, t=t)
 
 
 @pytest.mark.slow

@@ -3,8 +3,6 @@ hybrid presets (causality, padding, gradient flow, cached generation == recomput
 presets equal to the models they replaced (golden losses), layer patterns, and bad input."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch.nn import functional as F
@@ -18,6 +16,7 @@ from framework.registry import get_plugin, make_config
 from framework.testing.kit import build_subject, run_check
 from framework.train import split_model_config
 from hydra_compose import compose_train
+from mqar_check import mqar_accuracy
 
 TOKEN_MIXERS = sorted(list_mixers("token"))
 CHANNEL_MIXERS = sorted(list_mixers("channel"))
@@ -160,23 +159,6 @@ def test_the_issue_command_line_builds_an_attention_lstm_stack() -> None:
     assert [type(b.mixer).__name__ for b in model.blocks] == ["SelfAttention", "RecurrentMixer"]
 
 
-def test_presets_hold_only_what_they_change() -> None:
-    """Every key a preset YAML sets differs from the default its parent gives (defaults live in the dataclass)."""
-    from importlib import resources
-
-    import yaml
-
-    folder = resources.files("plugins.decoder.conf") / "model"
-    for entry in folder.iterdir():
-        if not entry.name.endswith(".yaml"):
-            continue
-        preset = yaml.safe_load(entry.read_text())
-        parent = [d for d in preset.pop("defaults") if d != "_self_"][0]
-        parent_cfg = compose_train([f"model={parent}"]).model
-        for key, value in preset.items():
-            assert parent_cfg.get(key) != value, (entry.name, key)
-
-
 # ---- bad input: a clear error before anything is built ------------------------------------------
 
 
@@ -227,33 +209,15 @@ def test_a_broken_third_party_mixer_is_named(monkeypatch) -> None:
 # ---- fusion changes what a model can do -------------------------------------------------------------
 
 
-def _mqar_accuracy(layers: list[str], steps: int = 800, t: int = 32, kv: int = 4, vocab: int = 64) -> float:
+def _mqar_accuracy(layers: list[str], steps: int = 800, t: int = 32) -> float:
     """A stack with the attn_lstm preset's settings (RoPE, RMSNorm, SwiGLU, width 64) and the given layers,
-    trained on MQAR: AdamW with weight decay 0.1, 50 warm-up steps then cosine (Zoology's recipe), batches
-    of 32; accuracy on 256 new examples."""
-    from framework.data.tasks import mqar
-
-    torch.manual_seed(0)
-    x_train, y_train = mqar(steps * 32, t, vocab, kv, torch.Generator().manual_seed(0))
-    x_val, y_val = mqar(256, t, vocab, kv, torch.Generator().manual_seed(1))
-    overrides = [f"model.vocab_size={vocab}", f"model.max_seq_len={t}", "model.d_model=64", "model.n_heads=2",
+    trained on MQAR with weight decay 0.1, warm-up and cosine (Zoology's recipe)."""
+    overrides = ["model.vocab_size=64", f"model.max_seq_len={t}", "model.d_model=64", "model.n_heads=2",
                  f"model.n_layers={len(layers)}", f"model.layers=[{','.join(layers)}]"]
     name, values = split_model_config(compose_train(["model=attn_lstm", *overrides]))
+    torch.manual_seed(0)
     model = get_plugin(name).build(make_config(name, **values))
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.1)
-    warm_cosine = lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps))  # noqa: E731
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, warm_cosine)
-    for step in range(steps):
-        xb, yb = x_train[step * 32 : (step + 1) * 32], y_train[step * 32 : (step + 1) * 32]
-        loss = F.cross_entropy(model(xb).logits.flatten(0, 1), yb.flatten(), ignore_index=-100)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        schedule.step()
-    with torch.no_grad():
-        pred = model.eval()(x_val).logits.argmax(-1)
-    scored = y_val != -100
-    return float(((pred == y_val) & scored).sum() / scored.sum())
+    return mqar_accuracy(model, steps, t=t, weight_decay=0.1, warmup_cosine=True)
 
 
 @pytest.mark.slow
@@ -273,3 +237,41 @@ def test_a_recurrent_stack_needs_no_head_divisibility() -> None:
     assert make_config("decoder", mixer="lstm", d_model=30).d_model == 30
     with pytest.raises(ConfigError, match="d_model .30. must be divisible by n_heads"):
         make_config("decoder", layers=["lstm", "attention"], n_layers=2, d_model=30)
+
+
+# ---- one key scheme for every architecture ---------------------------------------------------------
+
+
+def _shared_keys(preset: str, tmp_path, monkeypatch, *extra: str) -> set[str]:  # noqa: ANN001
+    """The shared-statistic keys (attn/..., resid/...) in the W&B record of a short run of ``preset``."""
+    from framework.train import train
+    from framework.wandb_records import read_runs
+    from hydra_compose import FAST
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / preset
+    cfg = compose_train([*FAST, f"model={preset}", "logger=wandb", "callbacks=none", "sample.prompt=null",
+                         "data=synthetic", "model.d_model=32", "model.n_heads=2", "model.n_layers=4", *extra], out)
+    train(cfg)
+    (run,) = read_runs(out, wait_s=20)
+    figures = set(run.media_keys())  # attn/pattern: the picture of a sparse pattern
+    return {k for k in run.keys() if k.split("/")[0] in ("attn", "resid") and k not in figures}
+
+
+def test_gpt_sparse_and_hybrid_runs_log_the_same_shared_keys(tmp_path, monkeypatch) -> None:
+    """One W&B panel compares every run of a sweep: gpt, a sparse preset and hybrids log their attention and
+    residual statistics under the same keys (per layer where the layer has attention, and the mean)."""
+    small_window = ["model.sparse.window=8", "model.sparse.block_size=8", "model.sparse.n_global=2"]
+    gpt = _shared_keys("gpt", tmp_path, monkeypatch)
+    longformer = _shared_keys("longformer", tmp_path, monkeypatch, *small_window)
+    local_global = _shared_keys("local_global", tmp_path, monkeypatch, "model.mixer_every.every=4",
+                                "model.mixer_every.offset=3", "model.sparse.window=8", "model.sparse.block_size=8")
+    attn_lstm = _shared_keys("attn_lstm", tmp_path, monkeypatch)
+    per_layer = {f"{k}/layer{i}" for k in ("attn/entropy", "attn/topk_mass", "attn/density", "resid/rms") for i in range(4)}
+    means = {f"{k}/mean" for k in ("attn/entropy", "attn/topk_mass", "attn/density", "resid/rms")}
+    assert gpt == per_layer | means
+    assert local_global == gpt  # sliding-window and global layers report alike
+    assert longformer == gpt | {"attn/receptive_field"}  # static sparse patterns everywhere: their reach too
+    # Three LSTM layers, then attention: attention statistics exist for layer 3 only, under the same keys.
+    assert attn_lstm == means | {f"resid/rms/layer{i}" for i in range(4)} | {
+        f"{k}/layer3" for k in ("attn/entropy", "attn/topk_mass", "attn/density")}

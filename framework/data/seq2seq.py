@@ -22,14 +22,17 @@ T5's convention: the decoder starts from PAD; it is never a target), ``source_le
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import DataConfigError, check_choice, check_int
+from ..config_schema import check
+from .errors import Objective, validate_data_config
 from .loaders import eval_loader, train_loader
 
 PAD, EOS, DECODER_START = 0, 1, 0
@@ -121,69 +124,61 @@ class DictDataset(Dataset):
         return {k: v[i] for k, v in self.tensors.items()}
 
 
-class Seq2SeqDataModule(pl.LightningDataModule):
-    """Source -> target pairs with exact answers (see the module docstring for tasks and batch format).
+@dataclass
+class Seq2SeqDataConfig:
+    """Every option of ``Seq2SeqDataModule`` (``data=seq2seq``), one line of meaning each."""
 
-    task:       "copy" | "reverse" | "sort" | "addition".
-    vocab_size: tokens, PAD and EOS included (addition needs >= 13: digits are 2..11, '+' is 12).
-    seq_len:    the models' longest sequence: must be >= source_len and target_len.
-    length:     most symbols per source (addition: most digits per operand).
-    min_length: fewest symbols (digits); lengths vary uniformly in [min_length, length].
-    n_train, n_val: examples per split, generated once from different streams of ``seed``.
-    """
+    task: Seq2SeqTask = "reverse"  # copy | reverse | sort | addition (see the module docstring)
+    vocab_size: int = 18          # tokens, PAD and EOS included (addition needs >= 13: digits 2..11, '+' 12)
+    seq_len: int = 16             # the models' longest sequence: must be >= source_len and target_len
+    length: int = 8               # most symbols per source (addition: most digits per operand, <= 15)
+    min_length: int = 1           # fewest symbols (digits); lengths vary uniformly in [min_length, length]
+    n_train: int = 20_000         # training examples, generated once
+    n_val: int = 1_000            # validation examples, from another stream of the seed
+    batch_size: int = 32          # examples per batch, train and val
+    num_workers: int = 0          # DataLoader worker processes
+    seed: int = 0                 # train and val are streams 2*seed and 2*seed + 1
+    objective: Objective = "seq2seq"  # set by train() from the model's plugin: only seq2seq is built here
+
+    def __post_init__(self) -> None:
+        check(self.objective == "seq2seq", "data.objective",
+              f"data=seq2seq builds encoder-decoder batches (objective 'seq2seq'); the model's objective is "
+              f"{self.objective!r}: use data=synthetic or a text source instead")
+        for name, least in (("vocab_size", 1), ("seq_len", 2), ("length", 1), ("min_length", 1), ("n_train", 1),
+                            ("n_val", 1), ("batch_size", 1), ("num_workers", 0), ("seed", 0)):
+            check(getattr(self, name) >= least, f"data.{name}", f"must be >= {least}, got {getattr(self, name)}")
+        check(self.min_length <= self.length, "data.min_length",
+              f"{self.min_length} exceeds data.length={self.length}")
+        addition = self.task == "addition"
+        needed = PLUS + 1 if addition else FIRST_SYMBOL + 2
+        what = "PAD, EOS, 10 digits and '+'" if addition else "PAD, EOS and at least 2 symbols"
+        check(self.vocab_size >= needed, "data.vocab_size",
+              f"{self.vocab_size} is too small for task {self.task!r}: it needs >= {needed} ({what})")
+        check(not addition or self.length <= 15, "data.length",
+              f"{self.length}: addition supports at most 15 digits per operand")
+        source_len, target_len = task_lengths(self.task, self.length)
+        check(self.seq_len >= max(source_len, target_len), "data.seq_len",
+              f"{self.seq_len} is too small for task {self.task!r} with length {self.length}: sources have up to "
+              f"{source_len} tokens and targets {target_len} (EOS included); use data.seq_len >= "
+              f"{max(source_len, target_len)}")
+        check(self.batch_size <= self.n_train, "data.batch_size",
+              f"{self.batch_size} exceeds data.n_train={self.n_train}; use a smaller batch")
+
+
+class Seq2SeqDataModule(pl.LightningDataModule):
+    """Source -> target pairs with exact answers (tasks and batch format: the module docstring; options:
+    ``Seq2SeqDataConfig``). n_train and n_val examples are generated once from different streams of ``seed``."""
 
     pad_token_id, eos_token_id, decoder_start_token_id = PAD, EOS, DECODER_START
+    config_class = Seq2SeqDataConfig
 
-    def __init__(
-        self,
-        task: Seq2SeqTask = "reverse",
-        vocab_size: int = 18,
-        seq_len: int = 16,
-        length: int = 8,
-        min_length: int = 1,
-        n_train: int = 20_000,
-        n_val: int = 1_000,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
-        objective: str = "seq2seq",
-    ) -> None:
+    def __init__(self, config: Seq2SeqDataConfig | None = None, **options: Any) -> None:
         super().__init__()
-        if objective != "seq2seq":
-            raise DataConfigError(
-                f"data=seq2seq builds encoder-decoder batches (objective 'seq2seq'); the model's objective is "
-                f"{objective!r}: use data=synthetic or a text source instead"
-            )
-        self.objective = objective
-        self.task = check_choice("task", task, SEQ2SEQ_TASKS)
-        self.vocab_size = check_int("vocab_size", vocab_size, 1)
-        self.seq_len = check_int("seq_len", seq_len, 2)
-        self.length = check_int("length", length, 1)
-        self.min_length = check_int("min_length", min_length, 1)
-        self.n_train = check_int("n_train", n_train, 1)
-        self.n_val = check_int("n_val", n_val, 1)
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        self.num_workers = check_int("num_workers", num_workers, 0)
-        self.seed = check_int("seed", seed, 0)
-        if self.min_length > self.length:
-            raise DataConfigError(f"data.min_length={min_length} exceeds data.length={length}")
-        needed = PLUS + 1 if task == "addition" else FIRST_SYMBOL + 2
-        if self.vocab_size < needed:
-            what = "PAD, EOS, 10 digits and '+'" if task == "addition" else "PAD, EOS and at least 2 symbols"
-            raise DataConfigError(
-                f"data.vocab_size={vocab_size} is too small for task {task!r}: it needs >= {needed} ({what})"
-            )
-        if task == "addition" and self.length > 15:
-            raise DataConfigError(f"data.length={length}: addition supports at most 15 digits per operand")
-        self.source_len, self.target_len = task_lengths(task, self.length)
-        if self.seq_len < max(self.source_len, self.target_len):
-            raise DataConfigError(
-                f"data.seq_len={seq_len} is too small for task {task!r} with length {length}: sources have up to "
-                f"{self.source_len} tokens and targets {self.target_len} (EOS included); use data.seq_len >= "
-                f"{max(self.source_len, self.target_len)}"
-            )
-        if self.batch_size > self.n_train:
-            raise DataConfigError(f"data.batch_size={batch_size} exceeds data.n_train={n_train}; use a smaller batch")
+        # Keyword options (Hydra's instantiate, tests) are validated here; build_datamodule passes a config.
+        self.config = config if config is not None else validate_data_config(Seq2SeqDataConfig, options)
+        for f in dataclasses.fields(self.config):
+            setattr(self, f.name, getattr(self.config, f.name))
+        self.source_len, self.target_len = task_lengths(self.task, self.length)
         self.train_dataset: DictDataset | None = None
         self.val_dataset: DictDataset | None = None
 

@@ -1,14 +1,17 @@
 """Generated tasks with exact answers (copy, reverse, sort, MQAR) as a LightningDataModule."""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .errors import OBJECTIVES, DataConfigError, check_choice, check_int
+from ..config_schema import check
+from .errors import Objective, validate_data_config
 from .loaders import eval_loader, train_loader
 from .masking import check_mask_rate, masked_splits, synthetic_spec
 from .tasks import PAD, SEP, answer_task, mqar
@@ -30,85 +33,65 @@ class ExampleDataset(Dataset):
         return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
 
 
-class SyntheticDataModule(pl.LightningDataModule):
-    """Synthetic sequence tasks; the loss counts only the answer tokens.
+@dataclass
+class SyntheticDataConfig:
+    """Every option of ``SyntheticDataModule`` (``data=synthetic``), one line of meaning each."""
 
-    task:       "copy" | "reverse" | "sort": ``x_1..x_L SEP y_1..y_L`` then padding (token 0 = PAD,
-                1 = SEP, symbols 2..vocab_size-1); "mqar": multi-query associative recall (Zoology).
-    seq_len:    tokens per example (the model's context).
-    vocab_size: tokens in the vocabulary, special tokens included.
-    length:     symbols per input for copy/reverse/sort (needs 2 * length <= seq_len); unused by mqar.
-    num_kv:     key-value pairs per example for mqar (needs 4 * num_kv <= seq_len); unused otherwise.
-    n_train, n_val: examples per split, generated once from different streams of ``seed``.
-    mask_rate:  masked_lm only: share of tokens chosen for prediction, in (0, 1); [MASK] = vocab_size - 1.
-    """
+    task: Task = "copy"           # copy | reverse | sort: x_1..x_L SEP y_1..y_L; mqar: associative recall (Zoology)
+    seq_len: int = 32             # tokens per example (the model's context)
+    vocab_size: int = 18          # tokens in the vocabulary, special tokens (PAD 0, SEP 1) included
+    length: int = 16              # symbols per input for copy/reverse/sort (needs 2 * length <= seq_len)
+    num_kv: int = 4               # key-value pairs per example for mqar (needs 4 * num_kv <= seq_len)
+    n_train: int = 20_000         # training examples, generated once
+    n_val: int = 1_000            # validation examples, from another stream of the seed
+    batch_size: int = 32          # examples per batch, train and val
+    num_workers: int = 0          # DataLoader worker processes
+    seed: int = 0                 # train and val are streams 2*seed and 2*seed + 1
+    mask_rate: float = 0.15       # masked_lm only: share of tokens to predict, in (0, 1); [MASK] = vocab_size - 1
+    objective: Objective = "causal_lm"  # set by train() from the model's plugin: the batches it needs
 
-
-    def __init__(
-        self,
-        task: Task = "copy",
-        seq_len: int = 32,
-        vocab_size: int = 18,
-        length: int = 16,
-        num_kv: int = 4,
-        n_train: int = 20_000,
-        n_val: int = 1_000,
-        batch_size: int = 32,
-        num_workers: int = 0,
-        seed: int = 0,
-        mask_rate: float = 0.15,
-        objective: str = "causal_lm",
-    ) -> None:
-        super().__init__()
-        # Set by train() from the model's plugin; each objective shapes the batches differently.
-        self.objective = check_choice("objective", objective, OBJECTIVES)
-        if self.objective == "seq2seq":  # source/target pairs: framework/data/seq2seq.py
-            raise DataConfigError(
-                "data=synthetic builds single-sequence batches; encoder-decoder models (objective 'seq2seq') "
-                "use data=seq2seq (tasks copy, reverse, sort, addition)"
-            )
-        self.task = check_choice("task", task, TASKS)
-        self.seq_len = check_int("seq_len", seq_len, 2)
-        self.vocab_size = check_int("vocab_size", vocab_size, 1)
-        self.length = check_int("length", length, 1)
-        self.num_kv = check_int("num_kv", num_kv, 1)
-        self.n_train = check_int("n_train", n_train, 1)
-        self.n_val = check_int("n_val", n_val, 1)
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        self.num_workers = check_int("num_workers", num_workers, 0)
-        self.seed = check_int("seed", seed, 0)
-        self.mask_rate = check_mask_rate(mask_rate)
-        # masked_lm: the last id is [MASK]; the task's tokens stay below it (data/masking.py).
-        self.mask_token_id = self.vocab_size - 1 if self.objective == "masked_lm" else None
-        self._check_task_fits()
-        if self.batch_size > self.n_train:
-            raise DataConfigError(f"data.batch_size={batch_size} exceeds data.n_train={n_train}; use a smaller batch")
-        self.train_dataset: ExampleDataset | None = None
-        self.val_dataset: ExampleDataset | None = None
-
-    def _check_task_fits(self) -> None:
+    def __post_init__(self) -> None:
+        check(self.objective != "seq2seq", "data.objective",
+              "data=synthetic builds single-sequence batches; encoder-decoder models (objective 'seq2seq') "
+              "use data=seq2seq (tasks copy, reverse, sort, addition)")
+        for name, least in (("seq_len", 2), ("vocab_size", 1), ("length", 1), ("num_kv", 1), ("n_train", 1),
+                            ("n_val", 1), ("batch_size", 1), ("num_workers", 0), ("seed", 0)):
+            check(getattr(self, name) >= least, f"data.{name}", f"must be >= {least}, got {getattr(self, name)}")
+        check_mask_rate(self.mask_rate)
         t, v = self.seq_len, self.vocab_size
         if self.task == "mqar":
-            if 4 * self.num_kv > t:
-                raise DataConfigError(
-                    f"data.num_kv={self.num_kv} is too large for seq_len {t}: mqar needs 4 * num_kv <= seq_len "
-                    f"(num_kv <= {t // 4})"
-                )
-            if v <= t:
-                raise DataConfigError(
-                    f"data.vocab_size={v} is too small for mqar: it needs vocab_size > seq_len ({t})"
-                )
+            check(4 * self.num_kv <= t, "data.num_kv", f"{self.num_kv} is too large for seq_len {t}: mqar needs "
+                  f"4 * num_kv <= seq_len (num_kv <= {t // 4})")
+            check(v > t, "data.vocab_size", f"{v} is too small for mqar: it needs vocab_size > seq_len ({t})")
         else:
-            if 2 * self.length > t:
-                raise DataConfigError(
-                    f"data.length={self.length} is too large for seq_len {t}: task {self.task!r} needs "
-                    f"2 * length <= seq_len (length <= {t // 2})"
-                )
-            if v < 4:
-                raise DataConfigError(
-                    f"data.vocab_size={v} is too small for task {self.task!r}: it needs >= 4 "
-                    "(PAD, SEP and at least 2 symbols)"
-                )
+            check(2 * self.length <= t, "data.length", f"{self.length} is too large for seq_len {t}: task "
+                  f"{self.task!r} needs 2 * length <= seq_len (length <= {t // 2})")
+            check(v >= 4, "data.vocab_size", f"{v} is too small for task {self.task!r}: it needs >= 4 "
+                  "(PAD, SEP and at least 2 symbols)")
+        check(self.batch_size <= self.n_train, "data.batch_size",
+              f"{self.batch_size} exceeds data.n_train={self.n_train}; use a smaller batch")
+
+
+class SyntheticDataModule(pl.LightningDataModule):
+    """Synthetic sequence tasks; the loss counts only the answer tokens (options: ``SyntheticDataConfig``).
+
+    "copy" | "reverse" | "sort": ``x_1..x_L SEP y_1..y_L`` then padding (token 0 = PAD, 1 = SEP, symbols
+    2..vocab_size-1); "mqar": multi-query associative recall (Zoology). n_train and n_val examples are
+    generated once from different streams of ``seed``. masked_lm: [MASK] = vocab_size - 1.
+    """
+
+    config_class = SyntheticDataConfig
+
+    def __init__(self, config: SyntheticDataConfig | None = None, **options: Any) -> None:
+        super().__init__()
+        # Keyword options (Hydra's instantiate, tests) are validated here; build_datamodule passes a config.
+        self.config = config if config is not None else validate_data_config(SyntheticDataConfig, options)
+        for f in dataclasses.fields(self.config):
+            setattr(self, f.name, getattr(self.config, f.name))
+        # masked_lm: the last id is [MASK]; the task's tokens stay below it (data/masking.py).
+        self.mask_token_id = self.vocab_size - 1 if self.objective == "masked_lm" else None
+        self.train_dataset: ExampleDataset | None = None
+        self.val_dataset: ExampleDataset | None = None
 
     def _generate(self, n: int, stream: int) -> ExampleDataset:
         # Train and val come from different streams of the same seed: seed 2s for train, 2s + 1 for val.

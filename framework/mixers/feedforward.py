@@ -7,8 +7,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from framework.nn.feedforward import make_feedforward
-from framework.nn.moe import MoEFeedForward
-from framework.nn.moe_metrics import moe_metrics
+from framework.nn.moe import MoEFeedForward, moe_metrics
 
 from .spec import LayerContext, MixerSpec
 

@@ -14,7 +14,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from framework.config_schema import check
-from framework.nn.moe_metrics import MoELayerMean, _Accumulating
+from framework.metrics import Accumulating, LayerIdMean
 
 from .recurrent_activations import layer_activations, saturated_share
 from .spec import LayerContext, MixerResult, MixerSpec
@@ -126,7 +126,7 @@ def _builder(cell: Cell):
     return build
 
 
-class TimeSegmentMean(_Accumulating):
+class TimeSegmentMean(Accumulating):
     """Hidden-state norm per quarter of the sequence, averaged over the recurrent layers: t0..t3 (+ mean)."""
 
     def __init__(self, layer_ids: list[int], **kwargs) -> None:
@@ -142,11 +142,11 @@ class TimeSegmentMean(_Accumulating):
 def recurrent_metrics(cfg, layer_ids: list[int]) -> dict[str, Metric]:  # noqa: ANN001
     return {
         # Mean L2 norm of each layer's hidden state over batch and time: growth/decay flags instability.
-        "rnn/hidden_norm": MoELayerMean("rnn_hidden_norm", layer_ids),
+        "rnn/hidden_norm": LayerIdMean("rnn_hidden_norm", layer_ids),
         # The same per quarter of the sequence: does the state drift over time?
         "rnn/hidden_norm_by_time": TimeSegmentMean(layer_ids),
         # Share of tanh/sigmoid units with |activation| > 0.99 (validation batches; absent for relu Elman).
-        "rnn/saturation": MoELayerMean("rnn_saturation", layer_ids),
+        "rnn/saturation": LayerIdMean("rnn_saturation", layer_ids),
     }
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from ..generation.seq2seq import Seq2SeqGenerateMixin
 from .attention_stats import collect_attention_stats
 from .cross_attention import AttentionMask, DecoderCache, MultiHeadAttention, build_mask
+from .norms import residual_rms
 from .moe import MoEFeedForward, MoEOutput
 
 
@@ -142,9 +143,10 @@ class AttentionEncoderDecoder(Seq2SeqGenerateMixin, nn.Module):
     # ---- the two halves ------------------------------------------------------------------------
     def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-        moe_records: list[MoEOutput] | None = None,
+        moe_records: list[MoEOutput] | None = None, rms_records: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """(B, S) source ids -> (B, S, C) encoder output (ffn=moe: routing records go to moe_records)."""
+        """(B, S) source ids -> (B, S, C) encoder output (ffn=moe: routing records go to moe_records; the
+        residual stream's RMS after each block to rms_records)."""
         x = self.embed_source(input_ids)
         s = input_ids.shape[1]
         # Padding (and position bias) built once, shared by every layer.
@@ -152,6 +154,8 @@ class AttentionEncoderDecoder(Seq2SeqGenerateMixin, nn.Module):
                           dtype=x.dtype, device=x.device)
         for block in self.encoder:
             x = block(x, mask, attention_mask, moe_records)
+            if rms_records is not None:
+                rms_records.append(residual_rms(x))
         return self.encoder_output(x)
 
     def decode(
@@ -162,9 +166,10 @@ class AttentionEncoderDecoder(Seq2SeqGenerateMixin, nn.Module):
         cache: DecoderCache | None = None,
         decoder_attention_mask: torch.Tensor | None = None,
         moe_records: list[MoEOutput] | None = None,
+        rms_records: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """(B, T) decoder inputs against (B, S, C) memory -> (B, T, V) logits. With a cache the inputs
-        continue the cached positions."""
+        continue the cached positions. Records as for ``encode``."""
         t = decoder_input_ids.shape[1]
         offset = cache.length if cache is not None else 0
         x = self.embed_target(decoder_input_ids, offset)
@@ -175,19 +180,32 @@ class AttentionEncoderDecoder(Seq2SeqGenerateMixin, nn.Module):
         cross_mask = build_mask(t, memory.shape[1], key_mask=memory_mask, dtype=x.dtype, device=x.device)
         for i, block in enumerate(self.decoder):
             x = block(x, self_mask, memory, cross_mask, cache, i, decoder_attention_mask, moe_records)
+            if rms_records is not None:
+                rms_records.append(residual_rms(x))
         return self.decoder_output(x)
 
     def new_cache(self) -> DecoderCache:
         return DecoderCache(len(self.decoder))
 
     def attention_stats(self) -> dict[str, torch.Tensor]:
-        """Recorded attention statistics of the three attentions: ``enc_*``, ``dec_self_*``, ``cross_*``."""
+        """Shared statistics (logged by the core) of the three attentions, when recorded (validation batches):
+        ``attn/entropy/<part>`` (normalised, 1 = uniform) and ``attn/topk_mass/<part>``, one value per block,
+        for part = ``encoder`` (self-attention), ``decoder`` (causal self-attention), ``cross``."""
         stats: dict[str, torch.Tensor] = {}
-        for prefix, modules in (("enc_", [b.attn for b in self.encoder]),
-                                ("dec_self_", [b.self_attn for b in self.decoder]),
-                                ("cross_", [b.cross_attn for b in self.decoder])):
-            stats.update({f"{prefix}{k}": v for k, v in collect_attention_stats(modules).items()})
+        for part, modules in (("encoder", [b.attn for b in self.encoder]),
+                              ("decoder", [b.self_attn for b in self.decoder]),
+                              ("cross", [b.cross_attn for b in self.decoder])):
+            recorded = collect_attention_stats(modules)
+            if recorded:
+                stats[f"attn/entropy/{part}"] = recorded["attn_entropy_norm"]
+                stats[f"attn/topk_mass/{part}"] = recorded["attn_topk_mass"]
         return stats
+
+    def shared_stats(self, encoder_rms: list[torch.Tensor], decoder_rms: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The shared statistics of one forward: ``resid/rms/encoder`` and ``resid/rms/decoder`` (the residual
+        RMS after each block, from ``encode``/``decode``'s ``rms_records``) and ``attention_stats()``."""
+        stats = {"resid/rms/encoder": torch.stack(encoder_rms), "resid/rms/decoder": torch.stack(decoder_rms)}
+        return stats | self.attention_stats()
 
 
 def require_decoder_inputs(name: str, decoder_input_ids: torch.Tensor | None) -> torch.Tensor:

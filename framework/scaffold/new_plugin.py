@@ -51,6 +51,11 @@ def check_name(name: str) -> None:
                                 f"({found.sources.get(option, 'broken')}); pick another")
         if option in options:
             raise ScaffoldError(f"model={option} already exists (offered by plugin {options[option]!r}); pick another")
+    from ..mixers.registry import discover_mixers
+
+    mixers = discover_mixers()  # refreshed above: the new package registers a mixer of the same name
+    if name in mixers.mixers or name in mixers.errors:
+        raise ScaffoldError(f"a mixer named {name!r} is already installed (archlab plugins lists them); pick another")
     if find_spec(f"archlab_{name}") is not None:
         raise ScaffoldError(f"a module archlab_{name} is already importable; pick another name")
 
@@ -89,11 +94,14 @@ wrote plugin {name!r} to {target}
 next steps:
   pip install -e {target}
       registers the entry point archlab.plugins:{name}
+      and the mixer archlab.mixers:{name}
   archlab plugins
-      lists {name} and its preset {name}_gated
+      lists {name}, its preset {name}_hybrid and the mixer {name}
   archlab train model={name} data=synthetic
   archlab train -m model={name} model.ffn=mlp,swiglu data=synthetic
       a sweep over one of its options (one W&B run per job)
+  archlab train model=gpt 'model.layers=[attention,{name}]'
+      the mixer in any stack
   pytest {target}
       the contract kit and the plugin's own tests
 guide: docs/plugins.md in the archlab repository"""
@@ -102,7 +110,8 @@ guide: docs/plugins.md in the archlab repository"""
 def run_new_plugin(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="archlab new-plugin",
-        description="Write a complete, installable archlab plugin package (entry point, model, metric, YAML, tests).",
+        description="Write a complete, installable archlab plugin package (a token mixer, the stack plugin using it, "
+                    "metrics, presets, tests).",
     )
     parser.add_argument("name", help="plugin name: model=NAME and the metric prefix (lowercase identifier)")
     parser.add_argument("--dir", default=None, help="folder to create (must not exist or be empty; default ./archlab-NAME)")

@@ -14,7 +14,7 @@ build-backend = "setuptools.build_meta"
 [project]
 name = "__DIST__"
 version = "0.1.0"
-description = "__NAME__: an archlab architecture plugin"
+description = "__NAME__: an archlab token mixer and the plugin that stacks it"
 readme = "README.md"
 requires-python = ">=3.10"
 # archlab itself: install it first (from its repository); pip then accepts the installed copy.
@@ -26,6 +26,10 @@ test = ["pytest>=8"]
 # How archlab finds the plugin: `archlab plugins` lists it, `archlab train model=__NAME__` trains it.
 [project.entry-points."archlab.plugins"]
 __NAME__ = "__PACKAGE__:PLUGIN"
+
+# How every decoder stack finds the mixer: model.mixer=__NAME__ or model.layers=[attention,__NAME__].
+[project.entry-points."archlab.mixers"]
+__NAME__ = "__PACKAGE__.mixer:SPEC"
 
 [tool.setuptools]
 packages = ["__PACKAGE__", "__PACKAGE__.conf"]
@@ -41,249 +45,210 @@ testpaths = ["tests"]
 README = '''\
 # __NAME__ (archlab plugin)
 
+A token mixer, `__NAME__` (a gated causal depthwise convolution: replace it with your idea), and the
+plugin that trains it: archlab's composable decoder stack with `__NAME__` layers.
+
 ```bash
-pip install -e .                                   # registers the archlab.plugins entry point
-archlab plugins                                    # lists __NAME__ and its preset __NAME___gated
+pip install -e .                                   # registers the plugin and the mixer (entry points)
+archlab plugins                                    # lists __NAME__, its preset __NAME___hybrid and the mixer
 archlab train model=__NAME__ data=synthetic        # trains it (W&B offline run, checkpoints)
-archlab train -m model=__NAME__ model.ffn=mlp,swiglu data=synthetic   # a sweep over one option
+archlab train -m model=__NAME__ model.ffn=mlp,swiglu data=synthetic   # a sweep over one stack option
+archlab train model=gpt 'model.layers=[attention,__NAME__]'           # the mixer in any stack
 pytest                                             # archlab's contract kit + this plugin's own tests
 ```
 
-Files: `__PACKAGE__/config.py` (every option, typed and validated), `model.py` (the network, built from
-archlab's `framework.nn` blocks), `metrics.py` (what reaches W&B: each metric's name is its log key, `__NAME__/...`),
-`conf/model/__NAME__.yaml` (the `model=__NAME__` option) and `conf/model/__NAME___gated.yaml` (a preset).
-See archlab's docs/plugins.md.
+Files: `__PACKAGE__/mixer.py` (the mixer: forward, decode state, statistics, options, its `MixerSpec`),
+`metrics.py` (what reaches W&B: `__NAME__/gate`, `__NAME__/past_share`), `__init__.py` (the plugin: the
+stack's config and build), `conf/model/__NAME__.yaml` (`model=__NAME__`: `mixer: __NAME__` in every layer)
+and `conf/model/__NAME___hybrid.yaml` (a preset: `__NAME__` and attention layers alternating).
+Options of the mixer: `+model.mixer_options.__NAME__.kernel_size=8` (a sweep axis like any other).
+See archlab's docs/plugins.md and docs/stack.md.
 '''
 
 INIT = '''\
-"""The __NAME__ archlab plugin. Found through the entry point `__NAME__ = "__PACKAGE__:PLUGIN"` in
-pyproject.toml; archlab never imports it by name."""
+\"\"\"The __NAME__ archlab plugin: archlab's decoder stack (framework.stack) whose layers use the __NAME__ token
+mixer (mixer.py). Found through the entry points in pyproject.toml; archlab never imports it by name.\"\"\"
 from framework import Plugin
+from framework.stack import StackConfig, build_stack
 
-from .config import __CLASS__Config
 from .metrics import __NAME___metrics
-from .model import __CLASS__, build___NAME__
+from .mixer import SPEC, __CLASS__Mixer
 
 PLUGIN = Plugin(
-    name="__NAME__",  # model=__NAME__ (its metrics.py names its log keys __NAME__/...)
-    description="__NAME__: decoder-only transformer (edit me)",
+    name="__NAME__",  # model=__NAME__ (conf/model/__NAME__.yaml); its metrics are logged as __NAME__/...
+    description="__NAME__: the decoder stack with the __NAME__ token mixer (edit mixer.py)",
     objective="causal_lm",  # causal_lm | masked_lm | seq2seq: picks the loss and the batch format
-    config_class=__CLASS__Config,
-    build=build___NAME__,
+    config_class=StackConfig,  # every stack option (mixer, layers, ffn, norm, position, ...) is a model.<key>
+    build=build_stack,  # embeddings, norms, residuals, init and generate (KV caches / decode states) are the stack's
     metrics=__NAME___metrics,
     config_package="__PACKAGE__.conf",  # holds model/__NAME__.yaml and presets
 )
 
-__all__ = ["PLUGIN", "__CLASS__", "__CLASS__Config"]
+__all__ = ["PLUGIN", "SPEC", "__CLASS__Mixer"]
 '''
 
-CONFIG = '''\
-"""__CLASS__Config: every option of the __NAME__ plugin, one line of meaning each.
+MIXER = '''\
+\"\"\"The __NAME__ token mixer: a gated causal depthwise convolution (a "short convolution", as in H3, Hyena and
+Mamba), small enough to read at once. Replace the idea, keep the contract (archlab's framework/mixers/spec.py):
 
-Each field is a `model.<field>=...` override (and a sweep axis). Types are checked by archlab before
-training (Literal = a choice); cross-field rules live in __post_init__ and raise ConfigError via `check`.
-"""
+- ``forward(x, attention_mask, state)``: x (B, T, d_model) -> (B, T, d_model); position t may use positions <= t only.
+- ``new_state()``: the decode state generation passes back in (here the last kernel_size - 1 inputs: O(1) in the
+  context), updated in place, so token-by-token decoding equals a full forward.
+- statistics are returned values (``MixerResult.stats``): keys without "/" are this family's own, stacked over its
+  layers for the metrics in metrics.py; a key with "/" would be a shared statistic the core logs itself.
+
+Registered as ``SPEC`` in the entry-point group ``archlab.mixers`` (pyproject.toml), so every stack can use it.
+\"\"\"
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
-from framework.config_schema import check
-
-
-@dataclass
-class __CLASS__Config:
-    vocab_size: int = 256          # token ids are in [0, vocab_size) (the YAML takes it from the data)
-    max_seq_len: int = 256         # longest context the model is trained on
-    d_model: int = 64              # residual stream width
-    n_layers: int = 2              # transformer blocks
-    n_heads: int = 4               # attention heads; head_dim = d_model / n_heads
-    d_ff: int | None = None        # FFN hidden width; null = 4 * d_model
-    dropout: float = 0.0           # on attention probabilities and residual branches
-    position: Literal["rope", "alibi"] = "rope"   # relative positions applied inside attention
-    norm: Literal["layernorm", "rmsnorm"] = "layernorm"
-    ffn: Literal["mlp", "swiglu", "geglu"] = "mlp"  # framework.nn.make_feedforward kinds
-
-    def __post_init__(self) -> None:
-        check(self.vocab_size >= 2, "vocab_size", f"must be >= 2, got {self.vocab_size}")
-        for name in ("max_seq_len", "d_model", "n_layers", "n_heads"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        check(self.d_model % self.n_heads == 0, "d_model",
-              f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if self.position == "rope":
-            check(self.d_model // self.n_heads % 2 == 0, "position", "rope needs an even head_dim (d_model / n_heads)")
-        if self.d_ff is not None:
-            check(self.d_ff >= 1, "d_ff", f"must be >= 1 or null, got {self.d_ff}")
-        check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
-
-    @property
-    def ffn_hidden(self) -> int:
-        return self.d_ff if self.d_ff is not None else 4 * self.d_model
-'''
-
-MODEL = '''\
-"""The __NAME__ network: a pre-norm decoder-only transformer assembled from archlab's building blocks
-(framework.nn), so attention, FFN kinds, norms, positions and the KV cache are not rewritten here."""
-from __future__ import annotations
 
 import torch
 from torch import nn
 
-from framework import ModelOutput
-from framework.nn import KVCache, SelfAttention, make_feedforward, make_norm
-from framework.generation import sample_next_token
+from framework.config_schema import check, validate_config
+from framework.mixers import LayerContext, MixerResult, MixerSpec
 
-from .config import __CLASS__Config
+from .metrics import mixer_metrics
 
 
-class Block(nn.Module):
-    """x + attn(norm(x)), then x + ffn(norm(x))."""
+@dataclass
+class __CLASS__Options:
+    \"\"\"``model.mixer_options.__NAME__`` (e.g. ``+model.mixer_options.__NAME__.kernel_size=8``), checked at build.\"\"\"
 
-    def __init__(self, cfg: __CLASS__Config) -> None:
+    kernel_size: int = 4  # tokens each output sees: itself and the kernel_size - 1 before it
+
+    def __post_init__(self) -> None:
+        check(self.kernel_size >= 1, "kernel_size", f"must be >= 1, got {self.kernel_size}")
+
+
+class ConvState:
+    \"\"\"Decode state of one layer: the convolution's last kernel_size - 1 inputs (B, K-1, C); None = zeros.\"\"\"
+
+    def __init__(self) -> None:
+        self.window: torch.Tensor | None = None
+
+    def detach(self) -> "ConvState":  # model.stateful=true carries the state across batches, cut from the graph
+        out = ConvState()
+        out.window = None if self.window is None else self.window.detach()
+        return out
+
+    @property
+    def batch_size(self) -> int | None:
+        return None if self.window is None else self.window.shape[0]
+
+
+class __CLASS__Mixer(nn.Module):
+    \"\"\"y = out_proj(sigmoid(gate) * causal_conv(value)), (value, gate) = in_proj(x); one filter per channel.\"\"\"
+
+    def __init__(self, d_model: int, kernel_size: int, bias: bool = True) -> None:
         super().__init__()
-        self.attn_norm = make_norm(cfg.norm, cfg.d_model)
-        self.attn = SelfAttention(cfg.d_model, cfg.n_heads, causal=True, dropout=cfg.dropout,
-                                  position=cfg.position, max_seq_len=cfg.max_seq_len)
-        self.ffn_norm = make_norm(cfg.norm, cfg.d_model)
-        self.ffn = make_feedforward(cfg.ffn, cfg.d_model, cfg.ffn_hidden, dropout=cfg.dropout)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.kernel_size = kernel_size
+        self.in_proj = nn.Linear(d_model, 2 * d_model, bias=bias)  # value and gate
+        self.conv = nn.Conv1d(d_model, d_model, kernel_size, groups=d_model, bias=bias)  # depthwise, no padding
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
-    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None, cache: KVCache | None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.attn_norm(x), attention_mask, cache))  # (B, T, C)
-        return x + self.ffn(self.ffn_norm(x))
+    def init_weights(self, std: float, out_std: float) -> None:
+        \"\"\"After the stack's normal(std) pass over Linear layers (the conv keeps PyTorch's default init).\"\"\"
+        nn.init.normal_(self.out_proj.weight, std=out_std)  # a residual output projection (GPT-2)
 
+    def new_state(self) -> ConvState:
+        return ConvState()
 
-class __CLASS__(nn.Module):
-    def __init__(self, cfg: __CLASS__Config) -> None:
-        super().__init__()
-        self.config = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.final_norm = make_norm(cfg.norm, cfg.d_model)
-        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        self.apply(self._init_weights)
-        self.lm_head.weight = self.tok_emb.weight  # tied input/output embeddings
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-
-    def forward(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, cache: list[KVCache] | None = None
-    ) -> ModelOutput:
-        """input_ids: (B, T); attention_mask: (B, S), 1 = token, 0 = padding. Logits (B, T, V) predict the
-        next token at every position (the data layer shifts the labels)."""
-        x = self.tok_emb(input_ids)  # (B, T, C)
-        residual_rms = []
-        for i, block in enumerate(self.blocks):
-            x = block(x, attention_mask, cache[i] if cache else None)
-            residual_rms.append(x.detach().float().pow(2).mean(-1).sqrt().mean())
-        logits = self.lm_head(self.final_norm(x))  # (B, T, V)
-        # Statistics are outputs: metrics.py turns them into logged values. A key with "/" (e.g. "resid/rms",
-        # one value per layer) would be a shared statistic that archlab itself averages and logs.
-        with torch.no_grad():
-            logp = logits.float().log_softmax(-1)
-            entropy = -(logp.exp() * logp).sum(-1).mean()
-        stats = {"residual_rms": torch.stack(residual_rms), "logit_entropy": entropy}
-        return ModelOutput(logits=logits, aux_loss=logits.new_zeros((), dtype=torch.float32), stats=stats)
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                state: ConvState | None = None) -> MixerResult:
+        b, t, d = x.shape
+        value, gate = self.in_proj(x).chunk(2, dim=-1)  # (B, T, C) each
+        if attention_mask is not None:  # (B, S) over decoded + new positions: padding feeds nothing forward
+            value = value * attention_mask[:, -t:, None].to(value.dtype)
+        past = state.window if state is not None else None
+        if past is None:  # a full forward, or the first decoding step: nothing before position 0
+            past = value.new_zeros(b, self.kernel_size - 1, d)
+        seq = torch.cat([past, value], dim=1)  # (B, K-1+T, C): output t sees inputs t-K+1 .. t, never a later one
+        if state is not None:
+            state.window = seq[:, seq.shape[1] - (self.kernel_size - 1):]  # the last K - 1 inputs
+        y = self.conv(seq.transpose(1, 2)).transpose(1, 2)  # (B, T, C)
+        g = torch.sigmoid(gate)
+        return MixerResult(self.out_proj(g * y), None, self._stats(g))
 
     @torch.no_grad()
-    def generate(
-        self,
-        input_ids: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Append max_new_tokens tokens to (B, T) input_ids, one step at a time against a KV cache;
-        temperature=0 is greedy. The context is cropped to max_seq_len (the cache rebuilt) when full."""
-        was_training = self.training
-        self.eval()
-        limit, tokens, cache = self.config.max_seq_len, input_ids, None
-        for _ in range(max_new_tokens):
-            if cache is not None and cache[0].length < limit:
-                step = tokens[:, -1:]
-            else:  # first step, or the cache is full: refill from the last `limit` tokens
-                cache = [KVCache() for _ in self.blocks]
-                step = tokens[:, -limit:]
-            logits = self(step, cache=cache).logits[:, -1, :]  # (B, V)
-            tokens = torch.cat([tokens, sample_next_token(logits, temperature, top_k, top_p, generator)], dim=1)
-        self.train(was_training)
-        return tokens
+    def _stats(self, g: torch.Tensor) -> dict[str, torch.Tensor]:
+        w = self.conv.weight.detach().abs().float()  # (C, 1, K): tap K-1 weighs the current token
+        return {
+            "gate": g.detach().float().mean(),  # share of the convolution let through (about 0.5 at init)
+            "past_share": w[..., :-1].sum() / w.sum().clamp(min=1e-12),  # filter mass on earlier tokens: reach
+        }
 
 
-def build___NAME__(cfg: __CLASS__Config) -> __CLASS__:
-    return __CLASS__(cfg)
+def build(ctx: LayerContext) -> __CLASS__Mixer:
+    options = validate_config(__CLASS__Options, ctx.options or {}, owner="mixer_options.__NAME__")
+    return __CLASS__Mixer(ctx.config.d_model, options.kernel_size, bias=ctx.config.bias)
+
+
+SPEC = MixerSpec(
+    name="__NAME__",  # model.mixer=__NAME__, model.layers=[..., __NAME__]; must equal the entry-point name
+    role="token",
+    family="__NAME__",  # metric prefix: __NAME__/<metric>/layer<i>
+    description="__NAME__: gated causal depthwise convolution (edit me), O(1) decode state",
+    build=build,
+    carries="recurrent",  # an O(1) decode state (a KV cache would be "kv")
+    metrics=mixer_metrics,
+)
 '''
 
 METRICS = '''\
-"""Metrics the __NAME__ plugin contributes. Each is a torchmetrics Metric whose update(stats) consumes the
-model's `stats` dict; archlab logs compute() after every validation under the metric's name, as given (dict
-results as `<name>/<key>`), to W&B and every other logger: prefix the names with the plugin's name."""
+\"\"\"Metrics of the __NAME__ plugin. Each is a torchmetrics Metric whose update(stats) reads the model's `stats`;
+archlab logs compute() after every validation under the metric's name, as given (dict results as `<name>/<key>`).
+
+The stack gives each mixer family's own stats as `<family>_<key>`, one row per layer of that family: the mixer's
+`gate` is `stats["__NAME___gate"]`. Shared statistics (`resid/rms`, `attn/...`) are logged by the core.\"\"\"
 from __future__ import annotations
 
-import torch
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import Metric
 
-from framework.metrics import LayerMean
-
-from .config import __CLASS__Config
+from framework.metrics import LayerIdMean
+from framework.stack import StackConfig, stack_metrics
 
 
-class MeanOfStat(MeanMetric):
-    """Running mean of the scalar stats[key]."""
-
-    def __init__(self, key: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.key = key
-
-    def update(self, stats: dict[str, torch.Tensor]) -> None:  # type: ignore[override]
-        super().update(stats[self.key].detach().float())
-
-
-def __NAME___metrics(cfg: __CLASS__Config) -> dict[str, Metric]:
+def mixer_metrics(cfg: StackConfig, layer_ids: list[int]) -> dict[str, Metric]:
+    \"\"\"The __NAME__ family's metrics, for the layers using the mixer (in any stack: this plugin's or gpt's).\"\"\"
     return {
-        # Mean entropy (nats) of the next-token distribution: falls as the model grows confident.
-        "__NAME__/logit_entropy": MeanOfStat("logit_entropy"),
-        # RMS of the residual stream after each block (logged per layer and as the mean).
-        "__NAME__/residual_rms": LayerMean("residual_rms", cfg.n_layers),
+        # Mean sigmoid gate of each __NAME__ layer: how much of the convolution reaches the residual stream.
+        "__NAME__/gate": LayerIdMean("__NAME___gate", layer_ids),
+        # Share of each filter's mass on earlier tokens (0: the layer ignores the context).
+        "__NAME__/past_share": LayerIdMean("__NAME___past_share", layer_ids),
     }
+
+
+def __NAME___metrics(cfg: StackConfig) -> dict[str, Metric]:
+    \"\"\"Every mixer family's metrics for its layers: mixer_metrics above, moe/... with model.ffn=moe, ...\"\"\"
+    return stack_metrics(cfg)
 '''
 
 YAML = '''\
-# model=__NAME__: every key except `plugin` is a field of __PACKAGE__/config.py:__CLASS__Config.
-plugin: __NAME__
-vocab_size: ${data.vocab_size}
-max_seq_len: ${data.seq_len}
-d_model: 64
-n_layers: 2
-n_heads: 4
-d_ff: null
-dropout: 0.0
-position: rope
-norm: layernorm
-ffn: mlp
+# model=__NAME__: the decoder stack (framework.stack.StackConfig; its defaults are model/__NAME___defaults)
+# with the __NAME__ token mixer in every layer. Every stack option is a model.<key> override (model.ffn=swiglu);
+# the mixer's options are +model.mixer_options.__NAME__.<key>=... (__PACKAGE__/mixer.py: kernel_size).
+defaults:
+  - __NAME___defaults
+  - _self_
+
+mixer: __NAME__
 '''
 
 PRESET = '''\
-# model=__NAME___gated: a preset of the __NAME__ plugin (Llama-style SwiGLU FFN and RMSNorm).
-# It inherits model/__NAME__.yaml and overrides a few fields.
+# model=__NAME___hybrid: a preset of the __NAME__ plugin, __NAME__ and dense attention layers alternating
+# (the list repeats to n_layers). It inherits model/__NAME__.yaml and overrides what it changes.
 defaults:
   - __NAME__
   - _self_
 
-norm: rmsnorm
-ffn: swiglu
+layers: [__NAME__, attention]
 '''
 
 TESTS = '''\
-"""The __NAME__ plugin's tests: archlab's contract kit (one test per property the framework relies on),
-then this plugin's own. Run with `pytest` in the plugin's folder, after `pip install -e .`."""
+\"\"\"The __NAME__ plugin's tests: archlab's contract kit (one test per property the framework relies on) on the
+plugin and its preset, then the mixer's own. Run with `pytest` in the plugin's folder, after `pip install -e .`.\"\"\"
 import pytest
 import torch
 
@@ -298,22 +263,45 @@ def test_contract(contract_check):
     contract_check()
 
 
-@parametrize_with_checks("__NAME__", model="__NAME___gated")
+@parametrize_with_checks("__NAME__", model="__NAME___hybrid")
 def test_preset_contract(contract_check):
     contract_check()
 
 
-@pytest.mark.parametrize("ffn", ["mlp", "swiglu", "geglu"])
-@pytest.mark.parametrize("position", ["rope", "alibi"])
-def test_every_option_runs(ffn, position):
-    model = build_model("__NAME__", vocab_size=16, d_model=16, n_heads=2, ffn=ffn, position=position)
-    out = model(torch.randint(0, 16, (2, 5)))
-    assert out.logits.shape == (2, 5, 16)
+def _model(**overrides):
+    sizes = dict(vocab_size=16, d_model=16, n_heads=2, n_layers=2, mixer="__NAME__")
+    return build_model("__NAME__", **{**sizes, **overrides})
+
+
+@pytest.mark.parametrize("kernel_size", [1, 2, 5])
+@pytest.mark.parametrize("layers", [None, ["__NAME__", "attention"]])
+def test_decoding_with_the_state_equals_a_full_forward(kernel_size, layers):
+    torch.manual_seed(0)
+    model = _model(layers=layers, mixer_options={"__NAME__": {"kernel_size": kernel_size}}).eval()
+    ids = torch.randint(0, 16, (2, 9))
+    with torch.no_grad():
+        full = model(ids).logits
+        state = model.new_state()
+        steps = [model(ids[:, :3], state=state).logits]  # a prompt, then one token at a time
+        steps += [model(ids[:, i : i + 1], state=state).logits for i in range(3, ids.shape[1])]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-5)
+
+
+def test_the_mixer_reports_its_statistics():
+    stats = _model()(torch.randint(0, 16, (2, 7))).stats
+    assert stats["__NAME___gate"].shape == (2,)  # one value per __NAME__ layer
+    assert ((stats["__NAME___gate"] > 0) & (stats["__NAME___gate"] < 1)).all()
+    assert "resid/rms" in stats  # the stack's shared statistics come for free
+
+
+def test_the_mixer_is_a_layer_kind_of_every_stack():
+    model = build_model("decoder", layers=["attention", "__NAME__"], n_layers=2, vocab_size=16, d_model=16, n_heads=2)
+    assert type(model.blocks[1].mixer).__name__ == "__CLASS__Mixer"
 
 
 def test_bad_option_is_rejected_naming_the_field():
-    with pytest.raises(ValueError, match="ffn"):
-        build_model("__NAME__", ffn="kan")
+    with pytest.raises(ValueError, match="kernel_size"):
+        _model(mixer_options={"__NAME__": {"kernel_size": 0}})
 '''
 
 
@@ -330,12 +318,11 @@ def files(name: str) -> dict[str, str]:
         "pyproject.toml": PYPROJECT,
         "README.md": README,
         f"{package}/__init__.py": INIT,
-        f"{package}/config.py": CONFIG,
-        f"{package}/model.py": MODEL,
+        f"{package}/mixer.py": MIXER,
         f"{package}/metrics.py": METRICS,
         f"{package}/conf/__init__.py": "",
         f"{package}/conf/model/{name}.yaml": YAML,
-        f"{package}/conf/model/{name}_gated.yaml": PRESET,
+        f"{package}/conf/model/{name}_hybrid.yaml": PRESET,
         f"tests/test_{name}.py": TESTS,
     }
     out = {}
@@ -348,4 +335,4 @@ def files(name: str) -> dict[str, str]:
 
 def preset_names(name: str) -> list[str]:
     """The ``model=`` options a new plugin ``name`` adds (its own and its presets)."""
-    return [name, f"{name}_gated"]
+    return [name, f"{name}_hybrid"]

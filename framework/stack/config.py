@@ -15,7 +15,7 @@ from framework.config_schema import ConfigError, check
 from framework.mixers.recurrent import RecurrentConfig
 from framework.mixers.registry import get_mixer
 from framework.mixers.spec import MixerSpec
-from framework.nn.moe_config import MoEConfig
+from framework.nn.moe import MoEConfig
 from framework.nn.sparse.config import SparseAttentionConfig, check_attention
 from framework.shared_keys import check_shared_keys
 

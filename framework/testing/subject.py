@@ -55,15 +55,20 @@ def resolve_plugin(plugin: str | Plugin) -> Plugin:
 def compose_model_config(plugin: Plugin, option: str, extra: tuple[str, ...] = ()) -> tuple[dict, dict]:
     """(resolved ``model`` dict, resolved ``data`` dict) from the real ``conf/`` tree with ``model=<option>``."""
     from hydra import compose, initialize_config_module
+    from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    from ..hydra_search_path import register_search_path
+    from ..hydra_search_path import defaults_node, register_search_path
 
     register_search_path()
-    if plugin.config_package and discover().plugins.get(plugin.name) is not plugin:
-        if plugin.config_package not in _EXTRA_CONFIG_PACKAGES:
-            _EXTRA_CONFIG_PACKAGES.append(plugin.config_package)
-        Plugins.instance().register(_KitSearchPath)
+    if discover().plugins.get(plugin.name) is not plugin:  # not installed: its YAMLs and defaults node by hand
+        if plugin.config_package:
+            if plugin.config_package not in _EXTRA_CONFIG_PACKAGES:
+                _EXTRA_CONFIG_PACKAGES.append(plugin.config_package)
+            Plugins.instance().register(_KitSearchPath)
+        if dataclasses.is_dataclass(plugin.config_class):
+            ConfigStore.instance().store(group="model", name=f"{plugin.name}_defaults", node=defaults_node(plugin),
+                                         provider="archlab-contract-kit")
     with initialize_config_module(config_module="conf", version_base="1.3"):
         for group in DATA_GROUPS.get(plugin.objective, ("synthetic",)):
             overrides = [f"model={option}", f"data={group}", *DATA_OVERRIDES, *extra]

@@ -5,8 +5,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from framework.config_schema import check
-from framework.nn.moe_config import MoEConfig
+from framework.nn.moe import MoEConfig
 from framework.nn.sparse.config import AttentionKind, SparseAttentionConfig, check_attention
+from framework.shared_keys import check_shared_keys
 
 
 @dataclass
@@ -32,15 +33,8 @@ class BertConfig:
     init_std: float = 0.02        # std of the normal initialisation
 
     def __post_init__(self) -> None:
-        check(self.vocab_size >= 2, "vocab_size", f"must be >= 2, got {self.vocab_size}")
-        for name in ("d_model", "n_layers", "n_heads", "max_seq_len"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        check(self.d_model % self.n_heads == 0, "d_model",
-              f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if self.d_ff is not None:
-            check(self.d_ff >= 1, "d_ff", f"must be >= 1, got {self.d_ff}")
+        check_shared_keys(self)  # vocab_size, d_model, n_layers, n_heads, d_ff, dropout, max_seq_len
         check(self.type_vocab_size >= 0, "type_vocab_size", f"must be >= 0, got {self.type_vocab_size}")
-        check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         check_attention(self.attention, self.sparse, self.n_heads, self.position)
         check(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps}")
         check(self.init_std > 0, "init_std", f"must be > 0, got {self.init_std}")

@@ -17,9 +17,9 @@ from framework.nn import make_feedforward
 from framework.nn.norms import residual_rms as rms_of
 from framework.nn.moe import MoEFeedForward, MoEOutput, collect_moe_stats
 from framework.nn.sparse import make_attention
-from framework.nn.attention_stats import collect_attention_stats
 from framework.nn.feedforward import activation_fn
 from framework.output import ModelOutput
+from framework.stack.stats import shared_vectors
 
 from .config import BertConfig
 
@@ -145,8 +145,10 @@ class Bert(nn.Module):
         if predict_mask is not None:
             h = h[predict_mask]  # (N, C)
         logits = self.mlm_head(h)  # (B, T, V) or (N, V)
-        stats = {"residual_rms": torch.stack(residual_rms), **collect_moe_stats(moe_outputs)}
-        stats.update(collect_attention_stats([block.attn for block in self.blocks]))
+        # Shared statistics in the decoder stack's key scheme (one value per layer; the core logs them):
+        # resid/rms, attn/density and, on validation batches, attn/entropy and attn/topk_mass.
+        stats = {"resid/rms": torch.stack(residual_rms), **shared_vectors([b.attn.mixer_stats() for b in self.blocks])}
+        stats.update(collect_moe_stats(moe_outputs))
         aux = sum((m.aux_loss for m in moe_outputs), logits.new_zeros((), dtype=torch.float32))
         return ModelOutput(logits=logits, aux_loss=aux, stats=stats, scored=predict_mask)
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from framework.config_schema import check
+from framework.shared_keys import check_shared_keys
 
 
 @dataclass
@@ -27,12 +28,9 @@ class RNNSeq2SeqConfig:
     eos_token_id: int = 1
 
     def __post_init__(self) -> None:
-        check(self.vocab_size >= 2, "vocab_size", f"must be >= 2, got {self.vocab_size}")
-        for name in ("d_model", "n_layers", "max_seq_len"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        check_shared_keys(self)  # vocab_size, d_model, n_layers, dropout, max_seq_len (no heads, no d_ff)
         if self.hidden_size is not None:
             check(self.hidden_size >= 1, "hidden_size", f"must be >= 1 or null, got {self.hidden_size}")
-        check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         check(self.init_std > 0, "init_std", f"must be > 0, got {self.init_std}")
         for name in ("pad_token_id", "decoder_start_token_id", "eos_token_id"):
             value = getattr(self, name)

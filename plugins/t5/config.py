@@ -5,7 +5,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from framework.config_schema import check
-from framework.nn.moe_config import MoEConfig
+from framework.nn.moe import MoEConfig
+from framework.shared_keys import check_shared_keys
 
 
 @dataclass
@@ -30,16 +31,9 @@ class T5Config:
     eos_token_id: int = 1         # ends sources and targets; generation stops there
 
     def __post_init__(self) -> None:
-        check(self.vocab_size >= 2, "vocab_size", f"must be >= 2, got {self.vocab_size}")
-        for name in ("d_model", "n_layers", "n_heads", "max_seq_len"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        check(self.d_model % self.n_heads == 0, "d_model",
-              f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        check_shared_keys(self)  # vocab_size, d_model, n_layers, n_heads, d_ff, dropout, max_seq_len
         if self.n_decoder_layers is not None:
             check(self.n_decoder_layers >= 1, "n_decoder_layers", f"must be >= 1, got {self.n_decoder_layers}")
-        if self.d_ff is not None:
-            check(self.d_ff >= 1, "d_ff", f"must be >= 1, got {self.d_ff}")
-        check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         check(self.relative_buckets >= 4 and self.relative_buckets % 2 == 0, "relative_buckets",
               f"must be an even number >= 4, got {self.relative_buckets}")
         check(self.relative_max_distance > self.relative_buckets // 2, "relative_max_distance",

@@ -1,11 +1,11 @@
-"""Metrics the t5 plugin contributes; each name is its full log key (t5/<name>/...)."""
+"""Metrics the t5 plugin contributes; each name is its full log key (t5/<name>/...). Its attention and residual
+statistics are shared ones (``attn/entropy/encoder``, ``resid/rms/decoder``, ...), logged by the core."""
 from __future__ import annotations
 
 import torch
 from torchmetrics import Metric
 
-from framework.metrics import LayerMean
-from framework.nn.moe_metrics import moe_metrics
+from framework.nn.moe import moe_metrics
 
 from .config import T5Config
 
@@ -40,10 +40,6 @@ def t5_metrics(cfg: T5Config) -> dict[str, Metric]:
         "t5/rel_bias_encoder": BucketMean("rel_bias_encoder", cfg.relative_buckets),
         "t5/rel_bias_decoder": BucketMean("rel_bias_decoder", cfg.relative_buckets),
     }
-    # Attention sparsity per layer on validation batches: encoder self, decoder self, cross.
-    for part, n in (("enc", enc), ("dec_self", dec), ("cross", dec)):
-        out[f"t5/{part}_attn_entropy"] = LayerMean(f"{part}_attn_entropy_norm", n, optional=True)
-        out[f"t5/{part}_attn_topk_mass"] = LayerMean(f"{part}_attn_topk_mass", n, optional=True)
     if cfg.ffn == "moe":  # routing metrics, layer0.. = encoder blocks, then decoder blocks
         out |= moe_metrics(list(range(enc + dec)), cfg.moe.n_experts, cfg.moe.top_k, prefix="t5/moe/")
     return out

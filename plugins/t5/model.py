@@ -139,10 +139,13 @@ class T5(AttentionEncoderDecoder):
         (start token + target[:-1]). Returns logits (B, T, V) aligned with the target."""
         require_decoder_inputs("t5", decoder_input_ids)
         moe_records: list[MoEOutput] = []  # ffn=moe: encoder then decoder layers
-        memory = self.encode(input_ids, attention_mask, moe_records)
-        logits = self.decode(decoder_input_ids, memory, attention_mask, None, decoder_attention_mask, moe_records)
+        enc_rms: list[torch.Tensor] = []
+        dec_rms: list[torch.Tensor] = []
+        memory = self.encode(input_ids, attention_mask, moe_records, enc_rms)
+        logits = self.decode(decoder_input_ids, memory, attention_mask, None, decoder_attention_mask, moe_records,
+                             dec_rms)
         stats = {"rel_bias_encoder": self.enc_bias.bucket_means(), "rel_bias_decoder": self.dec_bias.bucket_means()}
-        stats.update(self.attention_stats())
+        stats.update(self.shared_stats(enc_rms, dec_rms))  # resid/rms/..., attn/.../{encoder,decoder,cross}
         stats.update(collect_moe_stats(moe_records))
         aux = sum((m.aux_loss for m in moe_records), logits.new_zeros((), dtype=torch.float32))
         return ModelOutput(logits=logits, aux_loss=aux, stats=stats)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from framework.config_schema import check
+from framework.shared_keys import check_shared_keys
 
 
 @dataclass
@@ -23,17 +24,10 @@ class TransformerConfig:
     eos_token_id: int = 1         # ends targets; generation stops there
 
     def __post_init__(self) -> None:
-        check(self.vocab_size >= 2, "vocab_size", f"must be >= 2, got {self.vocab_size}")
-        for name in ("d_model", "n_layers", "n_heads", "max_seq_len"):
-            check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
-        check(self.d_model % self.n_heads == 0, "d_model",
-              f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        check_shared_keys(self)  # vocab_size, d_model, n_layers, n_heads, d_ff, dropout, max_seq_len
         check(self.d_model % 2 == 0, "d_model", f"sinusoidal positions need an even d_model, got {self.d_model}")
         if self.n_decoder_layers is not None:
             check(self.n_decoder_layers >= 1, "n_decoder_layers", f"must be >= 1, got {self.n_decoder_layers}")
-        if self.d_ff is not None:
-            check(self.d_ff >= 1, "d_ff", f"must be >= 1, got {self.d_ff}")
-        check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         check(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps}")
         for name in ("pad_token_id", "decoder_start_token_id", "eos_token_id"):
             value = getattr(self, name)

@@ -91,9 +91,11 @@ class Transformer(AttentionEncoderDecoder):
         """input_ids/attention_mask: (B, S) source; decoder_input_ids/decoder_attention_mask: (B, T)
         (start token + target[:-1]). Returns logits (B, T, V) aligned with the target."""
         require_decoder_inputs("transformer", decoder_input_ids)
-        memory = self.encode(input_ids, attention_mask)
-        logits = self.decode(decoder_input_ids, memory, attention_mask, None, decoder_attention_mask)
-        stats = self.attention_stats()
+        enc_rms: list[torch.Tensor] = []
+        dec_rms: list[torch.Tensor] = []
+        memory = self.encode(input_ids, attention_mask, None, enc_rms)
+        logits = self.decode(decoder_input_ids, memory, attention_mask, None, decoder_attention_mask, None, dec_rms)
+        stats = self.shared_stats(enc_rms, dec_rms)  # resid/rms/..., attn/.../{encoder,decoder,cross}, core-logged
         # Label smoothing (the paper's 0.1) is the core's loss.label_smoothing: no auxiliary term here.
         return ModelOutput(logits=logits, aux_loss=logits.new_zeros((), dtype=torch.float32), stats=stats)
 

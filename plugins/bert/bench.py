@@ -1,6 +1,12 @@
 """``archlab bench encoders``: training throughput of our encoder (and encoder-decoder) plugins against
 Hugging Face at equal size, in the same run, as ratios.
 
+Registered as the ``encoders`` entry of the ``archlab.benchmarks`` entry-point group. It lives in the bert
+plugin, yet also times t5: the cases are timed interleaved round by round in one table, which one module
+keeps simple (``--models`` picks cases). t5 is reached only through the registry (``build_model("t5", ...)``),
+never by importing ``plugins.t5``, so plugins still import only ``framework``; without the t5 plugin
+installed, ``--models bert`` still runs. The shared timing and table helpers are ``framework.bench.common``.
+
 Each training step is forward + fp32 cross-entropy over the labelled positions + backward + AdamW,
 identical code for both sides; only the model differs, and each side computes logits as its own training
 does: our bert gets ``predict_mask`` (the labelled positions), as ``archlab train`` passes it, and runs its
@@ -28,9 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from framework import build_model
-from framework.output import ModelOutput
-
-from .common import (
+from framework.bench.common import (
     Column,
     autocast,
     describe_device,
@@ -41,6 +45,7 @@ from .common import (
     time_interleaved,
     verdict_vs_hf,
 )
+from framework.output import ModelOutput
 
 TARGET_RATIO = 1.0  # the issue's goal: ours at least as fast as Hugging Face
 MASK_RATE = 0.15

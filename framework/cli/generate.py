@@ -5,10 +5,10 @@ import sys
 
 import torch
 
-from .capabilities import Generates
-from .checkpoint import load_checkpoint
-from .data.tokenizer import ByteTokenizer
-from .generation.text import ByteSentinelCodec, PromptCodec
+from ..capabilities import Generates
+from ..checkpoint import load_checkpoint
+from ..data.tokenizer import ByteTokenizer
+from ..generation.text import ByteSentinelCodec, PromptCodec
 
 _FIELDS = {"ckpt": str, "prompt": str, "max_new_tokens": int, "temperature": float, "top_k": int, "top_p": float,
            "seed": int, "device": str,

@@ -1,4 +1,9 @@
-"""``archlab bench decoder``: training throughput of our ``gpt``/``llama`` against Hugging Face at equal size.
+"""``archlab bench decoder``: training throughput of the decoder plugin's GPT-2 and Llama configurations against
+Hugging Face at equal size.
+
+Registered as the ``decoder`` entry of the ``archlab.benchmarks`` entry-point group (the core's ``run_bench``
+finds it there, as it finds every benchmark). Ours is ``build_model("decoder", ...)`` with the settings of the
+``gpt`` and ``llama`` presets, given explicitly; the table calls the two rows ``gpt`` and ``llama``.
 
 Each training step is forward + fp32 cross-entropy + backward + AdamW, identical code for both sides;
 only the model differs. Hugging Face runs ``GPT2LMHeadModel`` / ``LlamaForCausalLM`` with
@@ -8,7 +13,7 @@ All variants of a size, both dtypes and the matmul peaks are timed interleaved i
 
     archlab bench decoder                                  # d256 L4 H8, batch 8 x 256, fp32 and bf16
     archlab bench decoder --sizes 256x4x8,512x8x8 --steps 20
-    python -m framework.bench.decoder --dtype bf16 --models llama
+    python -m plugins.decoder.bench.decoder --dtype bf16 --models llama
     archlab bench decoder --threads 1     # steadier ratios when other jobs share the CPU cores
 """
 from __future__ import annotations
@@ -25,8 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from framework import build_model, make_config
-
-from .common import (
+from framework.bench.common import (
     Column,
     autocast,
     default_matmul_size,
@@ -315,7 +319,8 @@ def report(rows: Sequence[dict[str, Any]], cfg: BenchConfig) -> str:
 def parse_args(argv: Sequence[str]) -> BenchConfig:
     p = argparse.ArgumentParser(
         prog="archlab bench decoder",
-        description="Training throughput of our gpt/llama vs Hugging Face GPT-2/Llama at the same size.",
+        description="Training throughput of the decoder plugin (GPT-2 and Llama settings) vs Hugging Face GPT-2/Llama "
+                    "at the same size.",
     )
     p.add_argument("--d-model", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .feedforward import GatedMLP, MLP
-from .moe_experts import GroupedExperts
-from .moe_config import MoEConfig
-from .moe_router import Router, Routing, capacity, expert_choice, token_choice
+from ..feedforward import GatedMLP, MLP
+from .config import MoEConfig
+from .experts import GroupedExperts
+from .router import Router, Routing, capacity, expert_choice, token_choice
 
 
 @dataclass

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from importlib import resources
 
-from .hydra_search_path import model_options
-from .mixers.registry import discover_mixers
-from .registry import discover
+from ..hydra_search_path import model_options
+from ..mixers.registry import discover_mixers
+from ..registry import discover
 
 
 def preset_description(config_package: str, option: str) -> str:

@@ -1,5 +1,9 @@
-"""``archlab bench rnn``: training and generation throughput of ``lstm``/``gru`` against ``gpt`` of a similar
-parameter count, at several sequence lengths, all measured interleaved in the same run (ratios vs gpt).
+"""``archlab bench rnn``: training and generation throughput of recurrent decoders (LSTM/GRU) against a GPT of a
+similar parameter count, at several sequence lengths, measured interleaved in the same run (ratios vs the GPT).
+
+Registered as the ``rnn`` entry of the ``archlab.benchmarks`` entry-point group. Every model is
+``build_model("decoder", ...)``: the GPT with the ``gpt`` preset's settings, the RNNs as a stack of recurrent
+mixers only (``RNN_STACK`` below, as the ``lstm``/``gru`` presets); the table calls them gpt, lstm and gru.
 
 Training: one step = forward + fp32 cross-entropy + backward + AdamW on a (batch, seq) batch.
 Generation: the context is first filled to ``seq - gen_tokens`` tokens (untimed); then ``gen_tokens`` tokens are
@@ -26,8 +30,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from framework import build_model
-
-from .common import (
+from framework.bench.common import (
     Column,
     autocast,
     describe_device,
@@ -260,7 +263,7 @@ def report(rows: Sequence[dict[str, Any]], cfg: BenchConfig, device: torch.devic
 
 
 def parse_args(argv: Sequence[str]) -> BenchConfig:
-    p = argparse.ArgumentParser(prog="archlab bench rnn", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="archlab bench rnn", description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--seqs", default="256,2048", help="comma-separated sequence lengths")
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--gen-batch", type=int, default=1)

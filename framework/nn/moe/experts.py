@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .feedforward import MLP, GatedMLP
+from ..feedforward import MLP, GatedMLP
 
 ExpertActivation = Literal["swiglu", "gelu"]
 

@@ -7,9 +7,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from .config_schema import ConfigError
-from .hydra_search_path import model_options, register_search_path
-from .registry import plugin_errors
+from ..config_schema import ConfigError
+from ..hydra_search_path import model_options, register_search_path
+from ..registry import plugin_errors
 
 log = logging.getLogger("archlab")
 
@@ -44,8 +44,8 @@ def run_train(argv: list[str]) -> int:
 
 @hydra.main(config_path="pkg://conf", config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
-    from .data.errors import DataConfigError
-    from .train import train
+    from ..data.errors import DataConfigError
+    from ..train import train
 
     # Hydra's handlers (console + <run>/train.log) already catch Lightning's messages: drop its own.
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):

@@ -11,13 +11,9 @@ from typing import Literal
 import torch
 from torchmetrics import Metric
 
+from framework.metrics import Accumulating, LayerIdMean, per_layer
+
 LoadSummary = Literal["entropy", "min", "max", "cv"]
-
-
-def _per_layer(values: torch.Tensor, layer_ids: list[int]) -> dict[str, torch.Tensor]:
-    out = {f"layer{i}": v for i, v in zip(layer_ids, values.float())}
-    out["mean"] = values.float().mean()
-    return out
 
 
 def normalised_entropy(p: torch.Tensor) -> torch.Tensor:
@@ -28,41 +24,7 @@ def normalised_entropy(p: torch.Tensor) -> torch.Tensor:
     return h / math.log(n) if n > 1 else torch.ones_like(h)
 
 
-class _Accumulating(Metric):
-    """Sum of ``stats[key]`` (one row per MoE layer) over batches; skipped when the key is absent."""
-
-    full_state_update = False
-
-    def __init__(self, key: str, shape: tuple[int, ...], layer_ids: list[int], **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.key, self.layer_ids = key, list(layer_ids)
-        self.add_state("total", default=torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, stats: dict[str, torch.Tensor]) -> None:
-        if self.key not in stats:
-            return
-        value = stats[self.key].detach().to(self.total.device, torch.float64)
-        if value.shape != self.total.shape:
-            raise ValueError(f"stats[{self.key!r}] has shape {tuple(value.shape)}, expected {tuple(self.total.shape)}")
-        self.total += value
-        self.count += 1
-
-    def mean_value(self) -> torch.Tensor:
-        return self.total / self.count.clamp(min=1)
-
-
-class MoELayerMean(_Accumulating):
-    """Running mean of a per-MoE-layer scalar (dropped fraction, balance loss, z-loss, confidence)."""
-
-    def __init__(self, key: str, layer_ids: list[int], **kwargs) -> None:
-        super().__init__(key, (len(layer_ids),), layer_ids, **kwargs)
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        return _per_layer(self.mean_value(), self.layer_ids) if self.count > 0 else {}
-
-
-class ExpertLoad(_Accumulating):
+class ExpertLoad(Accumulating):
     """A summary of the expert load (fraction of assignments per expert, accumulated over batches):
     ``entropy`` normalised (1 = balanced), ``min``/``max`` fractions, ``cv`` = std / mean over experts."""
 
@@ -83,10 +45,10 @@ class ExpertLoad(_Accumulating):
             values = load.max(-1).values
         else:
             values = load.std(-1, unbiased=False) / load.mean(-1)
-        return _per_layer(values, self.layer_ids)
+        return per_layer(values, self.layer_ids)
 
 
-class CoSelection(_Accumulating):
+class CoSelection(Accumulating):
     """Normalised entropy of how often each expert pair is chosen together (k >= 2): 1 = all pairs alike,
     low = a few fixed pairs (experts that always fire together are redundant)."""
 
@@ -99,7 +61,7 @@ class CoSelection(_Accumulating):
         e = self.total.shape[-1]
         upper = torch.triu_indices(e, e, offset=1)
         pairs = self.mean_value()[:, upper[0], upper[1]]  # (L, E(E-1)/2)
-        return _per_layer(normalised_entropy(pairs), self.layer_ids)
+        return per_layer(normalised_entropy(pairs), self.layer_ids)
 
 
 class ParamCounts(Metric):
@@ -126,10 +88,10 @@ class ParamCounts(Metric):
 def moe_metrics(layer_ids: list[int], n_experts: int, top_k: int, prefix: str = "") -> dict[str, Metric]:
     """The MoE metric set for MoE layers at block indices ``layer_ids``; names get ``prefix``."""
     metrics: dict[str, Metric] = {
-        "balance_loss": MoELayerMean("moe_balance_loss", layer_ids),
-        "z_loss": MoELayerMean("moe_z_loss", layer_ids),
-        "dropped_frac": MoELayerMean("moe_dropped_frac", layer_ids),
-        "router_confidence": MoELayerMean("moe_router_confidence", layer_ids),
+        "balance_loss": LayerIdMean("moe_balance_loss", layer_ids),
+        "z_loss": LayerIdMean("moe_z_loss", layer_ids),
+        "dropped_frac": LayerIdMean("moe_dropped_frac", layer_ids),
+        "router_confidence": LayerIdMean("moe_router_confidence", layer_ids),
         "load_entropy": ExpertLoad("entropy", layer_ids, n_experts),
         "load_min": ExpertLoad("min", layer_ids, n_experts),
         "load_max": ExpertLoad("max", layer_ids, n_experts),

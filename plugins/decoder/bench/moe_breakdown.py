@@ -1,5 +1,7 @@
 """``archlab bench moe --breakdown``: where the MoE layer's time beyond the dense MLP goes, one stage at a time.
 
+Part of the ``moe`` benchmark (``moe.py`` beside it); not an entry point of its own.
+
 Every layer variant runs forward + backward to the weights and the input on the same tokens, with the routing
 computed once beforehand, except in the full layer:
   experts      the grouped expert FFNs on rows already in expert order (grouped matmuls + SwiGLU)
@@ -17,7 +19,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .common import autocast
+from framework.bench.common import autocast
 
 STAGES = ("experts", "+dispatch", "+gates", "full layer")
 

@@ -1,4 +1,7 @@
-"""``archlab bench moe``: the MoE layer against Hugging Face and a dense MLP; the ``moe`` model against dense ``gpt``.
+"""``archlab bench moe``: the MoE layer against Hugging Face and a dense MLP; a MoE decoder against a dense one.
+
+Registered as the ``moe`` entry of the ``archlab.benchmarks`` entry-point group; both models are
+``build_model("decoder", ...)`` (the decoder plugin's stack), differing only in the channel mixer.
 
 Layer (forward + backward, same input, same upstream gradient), timed twice: ``layer`` back-propagates to the
 weights only (an isolated block, as Hugging Face's numbers are usually quoted), ``layer+dx`` also to the input,
@@ -7,8 +10,8 @@ as it must inside a network:
   HF         transformers' MixtralSparseMoeBlock (its default experts implementation)
   dense      one SwiGLU MLP of hidden k * expert_hidden: the same parameters active per token
 Model (training step: forward + fp32 cross-entropy + aux loss + backward + fused AdamW, as ``archlab train``):
-  moe        the ``moe`` plugin, MoE FFN in every block
-  dense gpt  ``gpt`` (Llama-style: RoPE, RMSNorm, SwiGLU, no bias) with d_ff = k * expert_hidden
+  moe        the decoder stack with the MoE FFN in every block (RoPE, RMSNorm, no bias; as the ``moe`` preset)
+  dense gpt  the same stack with a dense SwiGLU FFN of d_ff = k * expert_hidden (Llama-style)
 All variants of a group are timed interleaved in one run (framework.bench.common): ratios, not absolute times,
 are what a shared machine can measure.
 
@@ -31,8 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from framework import build_model
-
-from .common import (
+from framework.bench.common import (
     Column,
     Timing,
     autocast,
@@ -77,8 +79,7 @@ class BenchConfig:
 
 def build_layers(cfg: BenchConfig, device: torch.device) -> dict[str, nn.Module]:
     from framework.nn import GatedMLP
-    from framework.nn.moe import MoEFeedForward
-    from framework.nn.moe_config import MoEConfig
+    from framework.nn.moe import MoEConfig, MoEFeedForward
 
     ours = MoEFeedForward(cfg.d_model, MoEConfig(n_experts=cfg.n_experts, top_k=cfg.top_k, dropless=True,
                                                  softmax_order="after_topk"), d_ff=cfg.hidden)

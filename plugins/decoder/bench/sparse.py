@@ -1,6 +1,10 @@
 """``archlab bench sparse``: forward+backward time and peak memory of each sparse attention pattern,
 as ratios against dense causal ``scaled_dot_product_attention`` at the same shapes, measured in the same run.
 
+Registered as the ``sparse`` entry of the ``archlab.benchmarks`` entry-point group, by the decoder plugin
+whose sparse presets (longformer, bigbird, sparse_transformer, reformer, ...) run these kernels
+(``framework.nn.sparse``); the memory children run ``python -m plugins.decoder.bench.sparse --child ...``.
+
 Time: every pattern at a length is timed interleaved with the dense baseline (rotating order, medians,
 per-round paired ratios), so load on a shared machine cancels out of the ratio.
 Peak memory: each (pattern, length) runs once in a fresh subprocess; the figure is the rise of the
@@ -25,7 +29,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from .common import (
+from framework.bench.common import (
     Column,
     describe_device,
     format_table,
@@ -123,7 +127,7 @@ def _child(kind: str, t: int, heads: int, head_dim: int, window: int, block: int
 
 
 def peak_memory(kind: str, t: int, heads: int, head_dim: int, window: int, block: int) -> int | None:
-    cmd = [sys.executable, "-m", "framework.bench.sparse", "--child", kind, str(t), str(heads), str(head_dim),
+    cmd = [sys.executable, "-m", "plugins.decoder.bench.sparse", "--child", kind, str(t), str(heads), str(head_dim),
            str(window), str(block), "--threads", str(torch.get_num_threads())]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:

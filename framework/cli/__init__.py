@@ -1,4 +1,8 @@
-"""The ``archlab`` command: train | generate | plugins | bench | new-plugin."""
+"""The ``archlab`` command: train | generate | plugins | bench | new-plugin.
+
+One module per command (``train``, ``generate``, ``plugins``); ``bench`` runs ``framework.bench`` and
+``new-plugin`` runs ``framework.scaffold``. Each command is imported only when it is called.
+"""
 from __future__ import annotations
 
 import os
@@ -24,28 +28,24 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command == "train":
-        from .train_cli import run_train
+        from .train import run_train
 
         return run_train(rest)
     if command == "plugins":
-        from .plugins_cli import print_plugins
+        from .plugins import print_plugins
 
         return print_plugins(rest)
     if command == "generate":
-        from .generate_cli import run_generate
+        from .generate import run_generate
 
         return run_generate(rest)
     if command == "bench":
-        from .bench import run_bench
+        from ..bench import run_bench
 
         return run_bench(rest)
     if command == "new-plugin":
-        from .scaffold import run_new_plugin
+        from ..scaffold import run_new_plugin
 
         return run_new_plugin(rest)
     print(f"archlab: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,11 @@
+"""The decoder plugin's benchmarks, one module each, registered in the ``archlab.benchmarks`` entry-point group
+(``pyproject.toml``) and run as ``archlab bench <name>``:
+
+  decoder   training throughput of the GPT-2 / Llama settings vs Hugging Face GPT-2 / Llama (``decoder.py``)
+  moe       the MoE layer vs Hugging Face's Mixtral block and a dense MLP, the MoE model vs dense (``moe.py``;
+            ``--breakdown`` adds ``moe_breakdown.py``)
+  rnn       LSTM / GRU stacks vs a GPT of similar size: training, generation, state per sequence (``rnn.py``)
+  sparse    cost of each sparse attention kernel vs dense SDPA: time and peak memory (``sparse.py``)
+
+Timing and table helpers come from ``framework.bench.common``. Nothing here is imported by the core.
+"""
