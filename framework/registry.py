@@ -4,7 +4,6 @@ A plugin that fails to load is recorded with its error instead of breaking the o
 """
 from __future__ import annotations
 
-import dataclasses
 import traceback
 from dataclasses import dataclass
 from functools import lru_cache
@@ -93,8 +92,3 @@ def build_model(name: str, **overrides: Any) -> nn.Module:
     plugin = get_plugin(name)
     return plugin.build(make_config(name, **overrides))
 
-
-def config_fields(name: str) -> dict[str, Any]:
-    """Field name -> default of a plugin's config (for docs and ``archlab plugins -v``)."""
-    cfg = get_plugin(name).config_class()
-    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}

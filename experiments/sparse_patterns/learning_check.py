@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from framework.data.tasks import mqar
 from framework.nn.sparse import SparseAttentionConfig
-from plugins.sparse import SparseLM, SparseLMConfig
+from framework.stack import StackConfig, StackLM
 
 T, KV, VOCAB, WINDOW, STEPS, BATCH = 32, 4, 64, 3, 500, 32
 VARIANTS = {"sliding_window": ("sliding_window", 0), "longformer": ("longformer", 2 * KV),
@@ -30,8 +30,8 @@ def accuracy(kind: str, n_global: int, seed: int) -> dict[str, float]:
     x_val, y_val = mqar(1000, T, VOCAB, KV, torch.Generator().manual_seed(1000 + seed))
     window = T if n_global < 0 else (8 if kind == "bigbird" else WINDOW)
     sparse = SparseAttentionConfig(window=window, block_size=8, n_global=max(n_global, 0), n_random=1)
-    model = SparseLM(SparseLMConfig(vocab_size=VOCAB, d_model=64, n_layers=2, n_heads=2, max_seq_len=T,
-                                    attention=kind, sparse=sparse))
+    model = StackLM(StackConfig(vocab_size=VOCAB, d_model=64, n_layers=2, n_heads=2, max_seq_len=T,
+                                mixer=kind, sparse=sparse))
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
     start = time.perf_counter()
     for step in range(STEPS):
@@ -44,7 +44,7 @@ def accuracy(kind: str, n_global: int, seed: int) -> dict[str, float]:
         out = model.eval()(x_val)
     scored = y_val != -100
     acc = float(((out.logits.argmax(-1) == y_val) & scored).sum() / scored.sum())
-    return {"val_acc": acc, "train_loss": float(loss.detach()), "density": float(out.stats["attn_density"].mean()),
+    return {"val_acc": acc, "train_loss": float(loss.detach()), "density": float(out.stats["attn/density"].mean()),
             "seconds": time.perf_counter() - start}
 
 

@@ -8,7 +8,7 @@ section (``sparse``, ``moe``, ``rnn``). The dataclass is the only place a defaul
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from framework.config_schema import ConfigError, check
@@ -133,6 +133,3 @@ def _spec(name: str, role: str, field_name: str) -> MixerSpec:
     except ValueError as err:
         raise ConfigError(str(err)) from None
 
-
-def config_field_names() -> list[str]:
-    return [f.name for f in fields(StackConfig)]

@@ -1,7 +1,7 @@
 """MoEConfig: every option of the Mixture-of-Experts feed-forward layer, one line of meaning each.
 
-It is a nested section of a host config (``model.moe.*``): the ``moe`` plugin and ``gpt`` with
-``ffn=moe`` both hold a ``moe: MoEConfig`` field, validated by ``framework.config_schema``.
+It is a nested section of a host config (``model.moe.*``): the decoder stack (for its ``moe`` channel
+mixer), bert and t5 (``ffn=moe``) hold a ``moe: MoEConfig`` field, validated by ``framework.config_schema``.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """torchmetrics for MoE layers: consume the ``moe_*`` stats that ``collect_moe_stats`` stacks per layer.
 
-Any plugin that routes tokens (``moe``, ``gpt`` with ``ffn=moe``) adds ``moe_metrics(...)`` to its metrics;
-results are dicts logged as ``<plugin>/<metric>/layerN`` and ``<plugin>/<metric>/mean``.
+Every model that routes tokens adds ``moe_metrics(layer_ids, ..., prefix=...)`` to its metrics: the decoder
+stack's moe mixer as ``moe/<metric>/layer<i>`` (and ``/mean``), bert and t5 under their own prefix.
 """
 from __future__ import annotations
 
