@@ -13,7 +13,7 @@ import torch
 
 from .output import ModelOutput, takes_predict_mask
 
-__all__ = ["Encodes", "Generates", "HasFigures", "HasGradStats", "PredictsMasked", "ResetsState",
+__all__ = ["CarriesState", "Encodes", "Generates", "HasFigures", "HasGradStats", "PredictsMasked", "ResetsState",
            "takes_predict_mask"]
 
 
@@ -45,6 +45,16 @@ class ResetsState(Protocol):
     """Stateful models (recurrent TBPTT): drop the carried state; called at each training epoch start."""
 
     def reset_state(self) -> None: ...
+
+
+@runtime_checkable
+class CarriesState(ResetsState, Protocol):
+    """Stateful models whose carried state is part of a checkpoint, so a resumed run continues the stream
+    exactly: a dict of tensors (or None: nothing carried yet), and back."""
+
+    def carried_state(self) -> dict[str, Any] | None: ...
+
+    def load_carried_state(self, state: dict[str, Any], device: torch.device) -> None: ...
 
 
 @runtime_checkable

@@ -14,14 +14,20 @@ from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MeanMetric
 
-from .capabilities import HasFigures, HasGradStats, ResetsState, takes_predict_mask
+from .capabilities import CarriesState, HasFigures, HasGradStats, ResetsState, takes_predict_mask
 from .nn.attention_stats import record_attention_stats
 from .optim import param_groups
+from .data.loaders import ResumableLoader
 from .registry import get_plugin, make_config
+from .rng import restore_rng_states, rng_states
 from .shared_stats import SharedStats
 from .throughput import TokenRate
 
 IGNORE_INDEX = -100
+
+
+class NonFiniteError(RuntimeError):
+    """Training met a non-finite loss or gradient norm (more often than ``nonfinite.max_skips`` allows)."""
 
 
 def token_loss(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -53,6 +59,7 @@ class ArchitectureModule(L.LightningModule):
         plugin_metrics_every_n_steps: int = 0,
         attention_stats: bool = True,
         label_smoothing: float = 0.0,
+        max_nonfinite_skips: int = 0,
     ) -> None:
         super().__init__()
         # Plain values only, so checkpoints load with weights_only=True and rebuild the model.
@@ -64,6 +71,11 @@ class ArchitectureModule(L.LightningModule):
         self.plugin_metrics_every_n_steps = plugin_metrics_every_n_steps
         self.attention_stats = attention_stats  # entropy / top-k mass on validation batches
         self.label_smoothing = label_smoothing  # training loss only
+        # Batches with a non-finite loss or gradient norm are skipped (no optimizer step) up to this many
+        # times; one more stops the run (NonFiniteError) before any non-finite weight exists.
+        self.max_nonfinite_skips = max_nonfinite_skips
+        self.nonfinite_skips = 0
+        self._last_finite: tuple[int, torch.Tensor] | None = None  # (step, loss) of the last finite loss
         self._sparse_prediction = self.plugin.objective == "masked_lm" and takes_predict_mask(self.model)
         self.val_plugin_metrics = nn.ModuleDict(self.plugin.metrics(config))
         self.train_plugin_metrics = nn.ModuleDict(self.plugin.metrics(config))
@@ -71,6 +83,7 @@ class ArchitectureModule(L.LightningModule):
         self.val_loss, self.val_acc, self.val_exact = MeanMetric(), MeanMetric(), MeanMetric()
         self._token_rate = TokenRate()
         self._rate_step = -1  # the global step whose window was last closed
+        self._to_restore: dict[str, Any] | None = None  # from a checkpoint being resumed: RNG and carried states
 
     # ---- forward and loss -------------------------------------------------------------------
     def forward(self, **inputs: torch.Tensor):
@@ -90,9 +103,12 @@ class ArchitectureModule(L.LightningModule):
         n = self.trainer.log_every_n_steps
         return n > 0 and (self.global_step + 1) % n == 0
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor | None:
         out, loss = self._step(batch, self.label_smoothing)
         aux = out.aux_loss.float()
+        if not torch.isfinite(loss + aux):  # one host sync a step: stop before a NaN reaches the weights
+            return self._nonfinite("loss", loss + aux)
+        self._last_finite = (self.global_step, loss.detach())
         if self._logs_this_step():  # one host sync per logging step, not per step
             self.log("train/loss", loss, prog_bar=True)
             if aux.requires_grad or aux.abs().item() > 0:
@@ -181,6 +197,20 @@ class ArchitectureModule(L.LightningModule):
         if scalars:
             self.log_dict(scalars)
 
+    def _nonfinite(self, what: str, value: torch.Tensor) -> None:
+        """Skip this batch (returning None skips Lightning's optimizer step), or stop the run."""
+        if self.nonfinite_skips < self.max_nonfinite_skips:
+            self.nonfinite_skips += 1
+            self.log("train/nonfinite_skips", float(self.nonfinite_skips))
+            return None
+        last = "no finite loss yet" if self._last_finite is None else \
+            f"last finite train loss {float(self._last_finite[1]):.4g} at step {self._last_finite[0]}"
+        skipped = f" after skipping {self.nonfinite_skips} batches (nonfinite.max_skips)" if self.nonfinite_skips else ""
+        raise NonFiniteError(
+            f"the training {what} is {float(value.detach())} at step {self.global_step}{skipped}; {last}. The run stopped "
+            "before updating the weights with it, and no checkpoint holds non-finite weights. Lower optimizer.lr, "
+            "clip gradients (trainer.gradient_clip_val), or set nonfinite.max_skips=N to skip up to N bad batches")
+
     # ---- throughput, gradient norm, parameter count -----------------------------------------
     def on_fit_start(self) -> None:
         params = sum(p.numel() for p in self.model.parameters())
@@ -196,6 +226,8 @@ class ArchitectureModule(L.LightningModule):
                         logger.log_image(key=self._key(name), images=[image])
 
     def on_train_batch_start(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        if self._to_restore is not None:  # the first batch after a resume
+            self._restore_resumed_state()
         # perf/tokens_per_sec: the tokens of every batch since the last logging step over the wall-clock
         # time since then (one sync per window, none per step).
         if self._logs_this_step() and self._rate_step != self.global_step:
@@ -204,6 +236,34 @@ class ArchitectureModule(L.LightningModule):
             if rate is not None:
                 self.log("perf/tokens_per_sec", rate)
         self._token_rate.add(batch)
+        loader = self.trainer.train_dataloader
+        if isinstance(loader, ResumableLoader):  # a checkpoint from now on resumes after this batch
+            loader.mark(batch_idx + 1)
+
+    # ---- exact resume: what Lightning's checkpoint lacks --------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Never let non-finite weights replace a good checkpoint (raised before anything is written).
+        bad = next((n for n, p in self.model.named_parameters() if not torch.isfinite(p).all()), None)
+        if bad is not None:
+            raise NonFiniteError(f"parameter {bad} is not finite at step {self.global_step}: checkpoint not written")
+        checkpoint["archlab_rng"] = rng_states()  # dropout masks and sampling continue as if never stopped
+        if isinstance(self.model, CarriesState):  # stateful TBPTT: the stream's state after the last batch
+            checkpoint["archlab_carried_state"] = self.model.carried_state()
+        for logger in self.loggers:  # a resumed run continues this W&B run
+            if isinstance(logger, WandbLogger):
+                checkpoint["archlab_wandb_run_id"] = logger.version
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Restored at the first batch, not now: setting up the loaders draws from torch's generator, and the
+        # epoch start resets a carried state.
+        self._to_restore = {k: checkpoint[k] for k in ("archlab_rng", "archlab_carried_state") if k in checkpoint}
+
+    def _restore_resumed_state(self) -> None:
+        saved, self._to_restore = self._to_restore, None
+        if saved.get("archlab_rng") is not None:
+            restore_rng_states(saved["archlab_rng"])
+        if saved.get("archlab_carried_state") is not None and isinstance(self.model, CarriesState):
+            self.model.load_carried_state(saved["archlab_carried_state"], self.device)
 
     def on_validation_start(self) -> None:
         self._token_rate.reset()  # do not count validation time as training time
@@ -215,9 +275,6 @@ class ArchitectureModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         if not self._logs_this_step():
             return
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        if grads:
-            self.log("train/grad_norm", torch.nn.utils.get_total_norm(grads))
         # Per-part gradient norms (e.g. grad_norm/layer0), keys as _key() says.
         if isinstance(self.model, HasGradStats):
             self.log_dict({self._key(k): v for k, v in self.model.grad_stats().items()})
@@ -230,18 +287,29 @@ class ArchitectureModule(L.LightningModule):
     # ---- optimisation -----------------------------------------------------------------------
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:
-        # Lightning refuses to clip for a fused optimizer under any mixed precision, because with fp16 loss
-        # scaling the fused step unscales the gradients itself. bf16 has no loss scaling: the gradients here
-        # are already true, so clip them directly. (fp16 + fused + clipping fails at config time, train.py.)
-        fused = getattr(optimizer, "defaults", {}).get("fused")
-        if gradient_clip_val and fused and self.trainer.precision == "bf16-mixed":
-            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-            if gradient_clip_algorithm == "value":
-                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
-            else:
-                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+        """One pass over the gradients: their norm (logged as train/grad_norm), the non-finite guard, clipping."""
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
             return
-        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if self.trainer.precision in ("16", "16-mixed"):  # the loss scaler owns overflows: it skips those steps
+            if self._logs_this_step():
+                self.log("train/grad_norm", torch.nn.utils.get_total_norm([p.grad for p in params]))
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        if not torch.isfinite(norm):  # one host sync a step, as for the loss
+            self._nonfinite("gradient norm", norm)
+            for p in params:  # a skipped batch: the optimizer steps past parameters without gradients
+                p.grad = None
+            return
+        if self._logs_this_step():
+            self.log("train/grad_norm", norm)
+        # Clipped here rather than by Lightning, which refuses fused optimizers under bf16 (it guards fp16's
+        # loss scaling, which bf16 does not have) and would take the norm a second time.
+        if gradient_clip_val and gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+        elif gradient_clip_val:
+            torch.nn.utils.clip_grads_with_norm_(params, gradient_clip_val, norm)
 
     def configure_optimizers(self):
         if self.optimizer_factory is None:

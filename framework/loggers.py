@@ -25,7 +25,8 @@ def sweep_identity() -> tuple[str | None, list[str]]:
     return group, tags
 
 
-def build_loggers(cfg: DictConfig) -> list[Logger]:
+def build_loggers(cfg: DictConfig, wandb_run_id: str | None = None) -> list[Logger]:
+    """The configured loggers; ``wandb_run_id`` (from a checkpoint being resumed) continues that W&B run."""
     loggers: list[Logger] = []
     group, sweep_tags = sweep_identity()
     for name, logger_cfg in (cfg.get("logger") or {}).items():
@@ -36,6 +37,8 @@ def build_loggers(cfg: DictConfig) -> list[Logger]:
             if group and not logger_cfg.get("group"):
                 overrides["group"] = group
             overrides["tags"] = list(logger_cfg.get("tags") or []) + sweep_tags
+            if wandb_run_id:
+                overrides.update(id=wandb_run_id, resume="allow")
         loggers.append(instantiate(logger_cfg, **overrides))
     return loggers
 
@@ -48,8 +51,9 @@ def log_config(loggers: list[Logger], cfg: DictConfig, extra: dict[str, Any]) ->
         logger.log_hyperparams(resolved)
 
 
-def finish_loggers(loggers: list[Logger]) -> None:
-    """Close W&B runs: under Hydra's basic launcher all sweep jobs share one process."""
+def finish_loggers(loggers: list[Logger], failed: bool = False) -> None:
+    """Close W&B runs (under Hydra's basic launcher all sweep jobs share one process); a failed run is
+    recorded with exit code 1, so W&B shows it as failed."""
     for logger in loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
-            logger.experiment.finish()
+            logger.experiment.finish(exit_code=1 if failed else 0)

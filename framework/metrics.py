@@ -3,40 +3,10 @@
 tensors, logged under the metric's name as given (``<name>/<key>``; plugins prefix their own name)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torchmetrics import Metric
-
-
-class LayerMean(Metric):
-    """Running mean of a per-layer statistic ``stats[key]`` of shape (n_layers,).
-
-    compute() -> {"layer0": ..., "layer1": ..., "mean": mean over layers}.
-    """
-
-    full_state_update = False
-
-    def __init__(self, key: str, n_layers: int, optional: bool = False, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.key, self.optional = key, optional  # optional: stats[key] may be absent (not recorded)
-        self.add_state("total", default=torch.zeros(n_layers, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, stats: dict[str, torch.Tensor]) -> None:
-        if self.optional and self.key not in stats:
-            return
-        value = stats[self.key].detach().to(self.total.device, torch.float64)
-        if value.shape != self.total.shape:
-            raise ValueError(f"stats[{self.key!r}] has shape {tuple(value.shape)}, expected {tuple(self.total.shape)}")
-        self.total += value
-        self.count += 1
-
-    def compute(self) -> dict[str, torch.Tensor]:
-        if self.count == 0:
-            return {}
-        per_layer = (self.total / self.count.clamp(min=1)).float()
-        out = {f"layer{i}": v for i, v in enumerate(per_layer)}
-        out["mean"] = per_layer.mean()
-        return out
 
 
 def per_layer(values: torch.Tensor, layer_ids: list[int]) -> dict[str, torch.Tensor]:
@@ -47,12 +17,12 @@ def per_layer(values: torch.Tensor, layer_ids: list[int]) -> dict[str, torch.Ten
 
 
 class Accumulating(Metric):
-    """Sum of ``stats[key]`` (first dimension: one row per listed layer) over batches; skipped when the key is
-    absent. The base of per-layer running means: subclasses shape the state and write ``compute()``."""
+    """Sum of ``stats[key]`` (a tensor of ``shape``; for per-layer statistics one row per listed layer) over the
+    batches that report it. The base of running means: subclasses write ``compute()``."""
 
     full_state_update = False
 
-    def __init__(self, key: str, shape: tuple[int, ...], layer_ids: list[int], **kwargs) -> None:
+    def __init__(self, key: str, shape: tuple[int, ...], layer_ids: Sequence[int] = (), **kwargs) -> None:
         super().__init__(**kwargs)
         self.key, self.layer_ids = key, list(layer_ids)
         self.add_state("total", default=torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")

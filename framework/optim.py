@@ -1,4 +1,5 @@
-"""Parameter groups: weight decay only on weight matrices of linear/conv-like layers."""
+"""Parameter groups: weight decay only on weight matrices of linear/conv-like layers (and never on parameters a
+mixer marks ``_no_weight_decay``)."""
 from __future__ import annotations
 
 from torch import nn
@@ -15,7 +16,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     no_decay_ids: set[int] = set()
     for module in model.modules():
         for name, param in module.named_parameters(recurse=False):
-            if isinstance(module, _NO_DECAY_MODULES) or name.endswith("bias") or param.ndim < 2:
+            # _no_weight_decay: a mixer's own marker (e.g. Mamba's A_log and D: dynamics, not capacity)
+            if (isinstance(module, _NO_DECAY_MODULES) or name.endswith("bias") or param.ndim < 2
+                    or getattr(param, "_no_weight_decay", False)):
                 no_decay_ids.add(id(param))
     decay, no_decay, seen = [], [], set()
     for param in model.parameters():

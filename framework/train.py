@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from .capabilities import Generates
-from .config_schema import ConfigError
+from .checkpoint import read_checkpoint
+from .checkpointing import AtomicCheckpointIO, PreemptionCheckpoint, periodic_checkpoint
+from .config_schema import ConfigError, check, check_call_values
 from .cpu_memory import retain_freed_memory
 from .data.build import build_datamodule
 from .lit_module import ArchitectureModule
@@ -50,6 +53,98 @@ def label_smoothing(cfg: DictConfig) -> float:
     return float(value)
 
 
+def max_nonfinite_skips(cfg: DictConfig) -> int:
+    """``nonfinite.max_skips``: batches with a non-finite loss or gradient norm to skip before stopping."""
+    value = (cfg.get("nonfinite") or {}).get("max_skips", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"nonfinite.max_skips: must be an integer >= 0, got {value!r}")
+    return value
+
+
+PRECISIONS = ("32", "32-true", "64", "64-true", "16", "16-mixed", "bf16", "bf16-mixed", "16-true", "bf16-true",
+              "transformer-engine", "transformer-engine-float16")
+
+
+def check_run_options(cfg: DictConfig) -> None:
+    """The seed and the Trainer arguments, checked here rather than by Lightning once ``fit`` has started."""
+    seed = cfg.get("seed")
+    check(isinstance(seed, int) and not isinstance(seed, bool), "seed", f"must be an integer, got {seed!r}")
+    trainer = OmegaConf.to_object(cfg.trainer)
+    check_call_values("trainer", L.Trainer, trainer, skip={"logger", "callbacks", "plugins", "precision"})
+    clip = trainer.get("gradient_clip_val")
+    check(clip is None or (_number(clip) and clip >= 0), "trainer.gradient_clip_val",
+          f"must be a number >= 0 or null, got {clip!r}")
+    check(trainer.get("gradient_clip_algorithm", "norm") in ("norm", "value"), "trainer.gradient_clip_algorithm",
+          f"must be 'norm' or 'value', got {trainer.get('gradient_clip_algorithm')!r}")
+    check(str(trainer.get("precision", "32")) in PRECISIONS, "trainer.precision",
+          f"must be one of {', '.join(PRECISIONS)}, got {trainer.get('precision')!r}")
+    for key, least in (("max_steps", -1), ("log_every_n_steps", 1), ("accumulate_grad_batches", 1),
+                       ("num_sanity_val_steps", -1)):
+        value = trainer.get(key)
+        check(value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= least),
+              f"trainer.{key}", f"must be an integer >= {least}, got {value!r}")
+    check(trainer.get("max_steps", -1) != 0, "trainer.max_steps", "must be >= 1 (or -1: no step limit), got 0")
+    for section in ("callbacks", "logger"):  # every node that names a class: its arguments, before it is built
+        for name, node in (cfg.get(section) or {}).items():
+            if node and "_target_" in node:
+                check_call_values(f"{section}.{name}", _target(f"{section}.{name}", node._target_),
+                                  OmegaConf.to_object(node))
+    interval = trainer.get("val_check_interval")
+    check(interval is None or (_number(interval) and interval > 0), "trainer.val_check_interval",
+          f"must be a number > 0 (a step count, or a fraction of an epoch), got {interval!r}")
+
+
+def _target(field: str, path: str) -> Any:
+    try:
+        return get_object(path)
+    except Exception as err:  # noqa: BLE001 - a _target_ that does not import
+        raise ConfigError(f"{field}._target_: cannot import {path!r} ({err})") from None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_model_fits_data(config: Any, datamodule: Any) -> None:
+    """Combinations of model and data that would fail deep inside the model, or run without meaning."""
+    vocab, data_vocab = getattr(config, "vocab_size", None), getattr(datamodule, "vocab_size", None)
+    if vocab is not None and data_vocab is not None and vocab < data_vocab:
+        raise ConfigError(f"model.vocab_size: {vocab} is smaller than the data's vocabulary (data.vocab_size="
+                          f"{data_vocab}): token ids would index past the embedding; leave it at ${{data.vocab_size}}")
+    limit = getattr(config, "context_limit", getattr(config, "max_seq_len", None))
+    seq_len = getattr(datamodule, "seq_len", None)
+    if limit is not None and seq_len is not None and seq_len > limit:
+        raise ConfigError(f"data.seq_len: {seq_len} exceeds what the model can see (model.max_seq_len={limit}); "
+                          f"set model.max_seq_len>={seq_len} or data.seq_len<={limit}")
+    order = getattr(datamodule, "order", None)
+    if getattr(config, "stateful", False) and order != "contiguous":
+        raise ConfigError(f"model.stateful: carries the recurrent state from one batch to the next, which means "
+                          f"something only when row i of a batch continues row i of the one before: set "
+                          f"data.order=contiguous (got {order!r})")
+
+
+def _refuse_to_clobber(cfg: DictConfig, resume_from: str | None) -> None:
+    """A new run never writes over another run's checkpoints."""
+    ckpt_dir = Path(str(cfg.paths.output_dir)) / "checkpoints"
+    existing = sorted(p.name for p in ckpt_dir.glob("*.ckpt")) if ckpt_dir.is_dir() else []
+    if existing and resume_from is None and not cfg.get("overwrite", False):
+        raise ConfigError(
+            f"paths.output_dir: {ckpt_dir} already holds a run's checkpoints ({', '.join(existing[:3])}"
+            f"{', ...' if len(existing) > 3 else ''}); resume it with resume=true, start elsewhere "
+            "(hydra.run.dir=...), or write over it with overwrite=true")
+
+
+def checkpoint_schedule(cfg: DictConfig) -> tuple[int | None, float | None]:
+    """``checkpoint.every_n_steps`` / ``checkpoint.every_n_minutes``: extra ``last.ckpt`` saves (None: off)."""
+    section = cfg.get("checkpoint") or {}
+    steps, minutes = section.get("every_n_steps"), section.get("every_n_minutes")
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ConfigError(f"checkpoint.every_n_steps: must be an integer >= 1 or null, got {steps!r}")
+    if minutes is not None and (isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes <= 0):
+        raise ConfigError(f"checkpoint.every_n_minutes: must be a number > 0 or null, got {minutes!r}")
+    return steps, minutes
+
+
 def _resume_path(cfg: DictConfig) -> str | None:
     if cfg.get("ckpt_path"):
         path = Path(cfg.ckpt_path)
@@ -66,14 +161,41 @@ def _resume_path(cfg: DictConfig) -> str | None:
     return None
 
 
+def _check_resumable(cfg: DictConfig, path: str, plugin_name: str, model_cfg: dict[str, Any]) -> str | None:
+    """The checkpoint to resume must be archlab's, of this plugin, with weights this run's model config can hold
+    (other settings, e.g. dropout, may change); returns the W&B run it was written by. Memory-mapped and checked
+    against a model built on the meta device: no tensor is read or allocated here."""
+    field = "ckpt_path" if cfg.get("ckpt_path") else "resume"
+    ckpt = read_checkpoint(path, field, mmap=True)
+    saved_plugin, saved = ckpt["hyper_parameters"]["plugin_name"], ckpt["hyper_parameters"]["model_config"]
+    if saved_plugin != plugin_name:
+        raise ConfigError(f"{field}: {path} is a checkpoint of model plugin {saved_plugin!r}, this run's model is "
+                          f"{plugin_name!r}")
+    now = make_config(plugin_name, **model_cfg)
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in get_plugin(plugin_name).build(now).state_dict().items()}
+    found = {k.removeprefix("model."): tuple(v.shape) for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    if expected != found:
+        then = make_config(plugin_name, **saved)
+        differ = [f"model.{f.name}={getattr(then, f.name)!r} (this run: {getattr(now, f.name)!r})"
+                  for f in dataclasses.fields(now) if getattr(now, f.name) != getattr(then, f.name)]
+        raise ConfigError(f"{field}: the weights in {path} do not fit this run's model; the checkpoint was trained "
+                          f"with {', '.join(differ) if differ else 'the same config by other code'}")
+    return ckpt.get("archlab_wandb_run_id")
+
+
 def _optimization(cfg: DictConfig) -> tuple[Any, Any]:
     """Optimizer and scheduler factories, tried once on a dummy parameter so bad values fail now."""
+    for section, skip in (("optimizer", {"params"}), ("scheduler", {"optimizer", "total_steps"})):
+        node = cfg.get(section)
+        if node and "_target_" in node:
+            check_call_values(section, _target(section, node._target_), OmegaConf.to_object(node), skip)
     optimizer = instantiate(cfg.optimizer)
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     try:
         probe = optimizer([torch.nn.Parameter(torch.zeros(1))])
-    except (TypeError, ValueError, RuntimeError) as err:
-        raise ConfigError(f"optimizer: {err}") from err
+    except Exception as err:  # noqa: BLE001 - whatever the optimizer says of its arguments, said before training
+        raise ConfigError(f"optimizer: {err}") from None
     precision, clip = str(cfg.trainer.get("precision", "32")), cfg.trainer.get("gradient_clip_val")
     if probe.defaults.get("fused") and precision in ("16", "16-mixed") and clip:
         # Lightning would raise this at the first clipped step, after the run's files were set up.
@@ -89,40 +211,80 @@ def _optimization(cfg: DictConfig) -> tuple[Any, Any]:
     return optimizer, scheduler
 
 
-def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train ``cfg.model`` on ``cfg.data``; returns final metrics, checkpoint paths and a sample."""
-    # Everything that can be wrong with the config fails here, before any file is written.
+@dataclass
+class Checked:
+    """What ``check_config`` established about a config, everything ``train`` needs to start."""
+
+    plugin_name: str
+    model_cfg: dict[str, Any]
+    plugin: Any
+    label_smoothing: float
+    max_nonfinite_skips: int
+    checkpoint_every: tuple[int | None, float | None]
+    resume_from: str | None
+    wandb_run_id: str | None  # the W&B run the resumed checkpoint was written by
+    datamodule: Any
+    optimizer: Any
+    scheduler: Any
+
+
+def check_config(cfg: DictConfig, output_dir_exists: bool = True) -> Checked:
+    """Everything that can be wrong with a config, checked before any file is written: each problem a
+    ConfigError naming the field. ``output_dir_exists=False`` (a sweep's jobs, checked before the first
+    starts) skips the checks of the run directory, which does not exist yet."""
     plugin_name, model_cfg = split_model_config(cfg)
     plugin = get_plugin(plugin_name)
     _check_moved_keys(plugin, model_cfg)
-    make_config(plugin_name, **model_cfg)
-    smoothing = label_smoothing(cfg)
-    resume_from = _resume_path(cfg)
+    # The data first: model options often follow it (max_seq_len: ${data.seq_len}), so its errors are the cause.
+    datamodule = build_datamodule(cfg.data, objective=plugin.objective)
+    config = make_config(plugin_name, **model_cfg)
+    check_run_options(cfg)
+    checked = dict(label_smoothing=label_smoothing(cfg), max_nonfinite_skips=max_nonfinite_skips(cfg),
+                   checkpoint_every=checkpoint_schedule(cfg))
+    resume_from = _resume_path(cfg) if output_dir_exists else None
+    wandb_run_id = _check_resumable(cfg, resume_from, plugin_name, model_cfg) if resume_from else None
+    if output_dir_exists:
+        _refuse_to_clobber(cfg, resume_from)
+    _check_model_fits_data(config, datamodule)
+    optimizer, scheduler = _optimization(cfg)
+    return Checked(plugin_name, model_cfg, plugin, resume_from=resume_from, wandb_run_id=wandb_run_id, datamodule=datamodule,
+                   optimizer=optimizer, scheduler=scheduler, **checked)
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train ``cfg.model`` on ``cfg.data``; returns final metrics, checkpoint paths and a sample."""
+    checked = check_config(cfg)  # everything that can be wrong with the config fails here
+    plugin_name, model_cfg, plugin = checked.plugin_name, checked.model_cfg, checked.plugin
+    resume_from, datamodule = checked.resume_from, checked.datamodule
     L.seed_everything(cfg.seed, workers=True)
     retain_freed_memory()  # CPU steps reuse freed activation memory instead of page-faulting fresh pages
-    datamodule = build_datamodule(cfg.data, objective=plugin.objective)
-    optimizer, scheduler = _optimization(cfg)
     module = ArchitectureModule(
         plugin_name,
         model_cfg,
-        optimizer=optimizer,
-        scheduler=scheduler,
+        optimizer=checked.optimizer,
+        scheduler=checked.scheduler,
         plugin_metrics_every_n_steps=cfg.get("plugin_metrics_every_n_steps", 0),
         attention_stats=cfg.get("attention_stats", True),
-        label_smoothing=smoothing,
+        label_smoothing=checked.label_smoothing,
+        max_nonfinite_skips=checked.max_nonfinite_skips,
     )
     if cfg.get("compile"):
         module.model = torch.compile(module.model)
     n_params = sum(p.numel() for p in module.model.parameters())
     log.info("model %s (%s): %.2fM parameters", plugin_name, plugin.description, n_params / 1e6)
 
-    loggers = build_loggers(cfg)
+    loggers = build_loggers(cfg, wandb_run_id=checked.wandb_run_id)
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c and "_target_" in c]
     callbacks += _progress_bar(cfg, callbacks)
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    ckpt_dir = str(Path(str(cfg.paths.output_dir)) / "checkpoints")
+    callbacks += [PreemptionCheckpoint(ckpt_dir), *periodic_checkpoint(ckpt_dir, *checked.checkpoint_every)]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
+                                     plugins=[AtomicCheckpointIO()])
+    failed = True  # until fit and the sample are done: W&B marks the run failed otherwise
     try:
         log_config(loggers, cfg, {"model_params": n_params})
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+        # weights_only: a checkpoint holds tensors and plain values only (no pickled code runs on resume).
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         _save_final_checkpoint(trainer)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
         checkpoint = trainer.checkpoint_callback
@@ -138,9 +300,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             for logger in loggers:
                 if hasattr(logger, "log_text"):
                     logger.log_text(key="samples", columns=["text"], data=[[result["sample"]]])
+        failed = False
         return result
     finally:
-        finish_loggers(loggers)
+        finish_loggers(loggers, failed=failed)
 
 
 def _progress_bar(cfg: DictConfig, callbacks: list[Any]) -> list[Any]:
@@ -160,7 +323,7 @@ def _save_final_checkpoint(trainer: L.Trainer) -> None:
     dirpath = getattr(checkpoint, "dirpath", None)
     if dirpath and getattr(checkpoint, "save_last", False):
         path = Path(dirpath) / "last.ckpt"
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the full state, resumable (Lightning asks to say so)
         checkpoint.last_model_path = str(path)
 
 

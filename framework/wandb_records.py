@@ -1,10 +1,9 @@
 """Read offline W&B runs back into plain Python values.
 
-An offline run leaves only ``wandb/offline-run-*/run-<id>.wandb``: a LevelDB-style log of
-protobuf ``Record`` messages (no config or summary JSON). wandb 0.31 ships no Python reader
-for it (the old ``wandb.sdk.internal.datastore`` is gone; only the Go ``wandb-core``, behind
-``wandb leet inspect --json``, reads it), so the log framing is parsed here and each record is
-decoded in-process with wandb's own ``wandb.proto.wandb_internal_pb2.Record``.
+An offline run leaves only ``wandb/offline-run-*/run-<id>.wandb``: a LevelDB-style log of protobuf
+``Record`` messages (no config or summary JSON). wandb 0.31 ships no Python reader for it (only the Go
+``wandb-core``, behind ``wandb leet inspect --json``), so the framing is parsed here and each record is
+decoded with wandb's own ``wandb.proto.wandb_internal_pb2.Record``.
 
 File layout (what wandb-core writes):
   * a 7-byte file header: ``b":W&B"``, magic ``0xBEE1`` (uint16 LE), version ``0`` (uint8);
@@ -40,9 +39,8 @@ _BLOCK = 32 * 1024
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 # The CRC of each chunk starts from the CRC of its type byte (LevelDB's scheme, zlib's CRC-32).
 _TYPE_CRC = {t: zlib.crc32(bytes([t])) for t in (_FULL, _FIRST, _MIDDLE, _LAST)}
-
-# wandb's own bookkeeping, dropped from config and summary (not something a user logged).
-_INTERNAL_KEY = "_wandb"
+_INTERNAL_KEY = "_wandb"  # wandb's own bookkeeping, dropped from config and summary
+_MISSING = object()
 
 
 @dataclass
@@ -63,10 +61,6 @@ class RunRecord:
     summary: dict[str, Any]  # final values (wandb's summary, or last history values)
     files: list[str] = field(default_factory=list)  # saved files, relative to files_dir
     exit_code: int | None = None  # None: the run never finished (crashed, or still running)
-
-    @property
-    def run_dir(self) -> Path:
-        return self.path.parent
 
     @property
     def files_dir(self) -> Path:
@@ -95,11 +89,9 @@ class RunRecord:
             value, step = _lookup(row, key), _lookup(row, step_key)
             if value is _MISSING or step is _MISSING:
                 continue
-            if not _is_number(value):
-                raise TypeError(
-                    f"{self.path}: {key!r} at {step_key}={step} is {type(value).__name__}, "
-                    "not a number; read it from .history (media: .media(key))"
-                )
+            if not isinstance(value, (int, float)):  # NaN/inf pass: a diverged loss is still a value
+                raise TypeError(f"{self.path}: {key!r} at {step_key}={step} is {type(value).__name__}, "
+                                "not a number; read it from .history (media: .media(key))")
             out.append((int(step), value))
         return out
 
@@ -113,21 +105,15 @@ class RunRecord:
 
 
 def find_runs(root: str | Path) -> list[Path]:
-    """All ``run-*.wandb`` files under ``root`` (recursive), oldest modification first.
-
-    Symlinked directories (wandb's ``latest-run``) are not followed, so no run is listed twice.
-    """
+    """All ``run-*.wandb`` files under ``root`` (recursive), oldest modification first. Symlinked directories
+    (wandb's ``latest-run``) are not followed, so no run is listed twice."""
     root = Path(root)
     if root.is_file():
         return [root]
     if not root.is_dir():
         raise FileNotFoundError(f"no such directory: {root}")
-    found = [
-        Path(dirpath) / name
-        for dirpath, _dirs, names in os.walk(root)  # followlinks=False by default
-        for name in names
-        if name.startswith("run-") and name.endswith(".wandb")
-    ]
+    found = [Path(folder) / name for folder, _, names in os.walk(root)  # followlinks=False by default
+             for name in names if name.startswith("run-") and name.endswith(".wandb")]
     return sorted(found, key=lambda p: (p.stat().st_mtime_ns, str(p)))
 
 
@@ -165,57 +151,6 @@ class _Incomplete(ValueError):
     """The log ends early: still being written, or cut short."""
 
 
-def _decode(path: Path, strict: bool) -> RunRecord:
-    from google.protobuf.message import DecodeError
-    from wandb.proto import wandb_internal_pb2 as pb  # lazy: importing wandb costs ~0.4 s
-
-    meta = {"run_id": "", "project": "", "name": "", "group": "", "job_type": "", "tags": []}
-    config: dict[str, Any] = {}
-    summary: dict[str, Any] = {}
-    saw_summary = False
-    history: list[dict[str, Any]] = []
-    files: dict[str, None] = {}
-    exit_code: int | None = None
-
-    for offset, payload in _iter_records(path, strict):
-        record = pb.Record()
-        try:
-            record.ParseFromString(payload)
-        except DecodeError as err:
-            if not strict:
-                break
-            raise ValueError(f"{path}: record at byte {offset} is not a W&B Record: {err}") from err
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            _merge_run(meta, config, record.run)
-        elif kind == "config":
-            _apply(config, record.config.update, record.config.remove)
-        elif kind == "history":
-            history.append(_history_row(record.history))
-        elif kind == "summary":
-            saw_summary = True
-            _apply(summary, record.summary.update, record.summary.remove)
-        elif kind == "files":
-            files.update((f.path, None) for f in record.files.files)
-        elif kind == "exit":
-            exit_code = record.exit.exit_code
-
-    if not saw_summary:
-        # Summary records are wandb's; without them the last logged value of each key is what
-        # wandb itself shows as the summary.
-        for row in history:
-            summary.update(copy.deepcopy(row))
-    config.pop(_INTERNAL_KEY, None)
-    summary.pop(_INTERNAL_KEY, None)
-    return RunRecord(
-        path=path, config=config, history=history, summary=summary,
-        files=list(files), exit_code=exit_code, **meta,
-    )
-
-
-# --- log framing -------------------------------------------------------------------------
-
-
 def _resolve_run_file(path: Path) -> Path:
     if path.is_dir():
         candidates = sorted(path.glob("run-*.wandb"))
@@ -227,9 +162,78 @@ def _resolve_run_file(path: Path) -> Path:
     return path
 
 
+def _decode(path: Path, strict: bool) -> RunRecord:
+    from google.protobuf.message import DecodeError
+    from wandb.proto import wandb_internal_pb2 as pb  # lazy: importing wandb costs ~0.4 s
+
+    run = RunRecord(path, run_id="", project="", name="", group="", job_type="", tags=[], config={}, history=[],
+                    summary={})
+    saw_summary, files = False, {}  # files: a dict keeps first-seen order without duplicates
+    for offset, payload in _iter_records(path, strict):
+        record = pb.Record()
+        try:
+            record.ParseFromString(payload)
+        except DecodeError as err:
+            if not strict:
+                break
+            raise ValueError(f"{path}: record at byte {offset} is not a W&B Record: {err}") from err
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            _merge_run(run, record.run)
+        elif kind == "config":
+            _apply(run.config, record.config)
+        elif kind == "history":
+            run.history.append(_history_row(record.history))
+        elif kind == "summary":
+            saw_summary = True
+            _apply(run.summary, record.summary)
+        elif kind == "files":
+            files.update((f.path, None) for f in record.files.files)
+        elif kind == "exit":
+            run.exit_code = record.exit.exit_code
+    if not saw_summary:  # wandb shows the last logged value of each key as the summary
+        for row in run.history:
+            run.summary.update(copy.deepcopy(row))
+    run.config.pop(_INTERNAL_KEY, None)
+    run.summary.pop(_INTERNAL_KEY, None)
+    run.files = list(files)
+    return run
+
+
+# --- log framing -------------------------------------------------------------------------
+
+
 def _iter_records(path: Path, strict: bool) -> Iterator[tuple[int, bytes]]:
     """Yield (byte offset, payload) of each whole record in the log."""
     data = path.read_bytes()  # run logs are small next to memory; one read keeps parsing simple
+    _check_file_header(path, data)
+    pos, parts, start = _FILE_HEADER.size, [], None
+    while pos < len(data):
+        block_left = _BLOCK - pos % _BLOCK
+        # A block tail too short for a chunk header is padding; an all-zero header is preallocated space.
+        if block_left < _CHUNK_HEADER.size or data[pos:pos + _CHUNK_HEADER.size] == bytes(_CHUNK_HEADER.size):
+            pos += block_left
+            continue
+        problem = _chunk_problem(data, pos, block_left, start is None)
+        if problem:
+            if strict:
+                error = _Incomplete if problem.startswith("truncated") else ValueError
+                raise error(f"{path}: {problem} at byte {pos}")
+            return
+        _, length, ctype = _CHUNK_HEADER.unpack_from(data, pos)
+        body = pos + _CHUNK_HEADER.size
+        if ctype in (_FULL, _FIRST):
+            start, parts = pos, []
+        parts.append(data[body:body + length])
+        if ctype in (_FULL, _LAST):
+            yield start, b"".join(parts)
+            start = None
+        pos = body + length
+    if start is not None and strict:
+        raise _Incomplete(f"{path}: truncated: file ends inside a record that starts at byte {start}")
+
+
+def _check_file_header(path: Path, data: bytes) -> None:
     if not data:
         raise _Incomplete(f"{path}: empty file, not yet a W&B run log (was the run flushed?)")
     if len(data) < _FILE_HEADER.size:
@@ -241,63 +245,38 @@ def _iter_records(path: Path, strict: bool) -> Iterator[tuple[int, bytes]]:
     if version != _VERSION:
         raise ValueError(f"{path}: unsupported W&B log version {version} (reader knows {_VERSION})")
 
-    pos, parts, start = _FILE_HEADER.size, [], None
-    while pos < len(data):
-        block_left = _BLOCK - pos % _BLOCK
-        if block_left < _CHUNK_HEADER.size:  # zero padding at the block tail
-            pos += block_left
-            continue
-        problem = None
-        if len(data) - pos < _CHUNK_HEADER.size:
-            problem = "truncated: file ends inside a chunk header"
-        else:
-            crc, length, ctype = _CHUNK_HEADER.unpack_from(data, pos)
-            body = pos + _CHUNK_HEADER.size
-            if ctype == 0 and length == 0 and crc == 0:  # preallocated zeros: rest of block empty
-                pos += block_left
-                continue
-            if ctype not in _TYPE_CRC:
-                problem = f"corrupt: unknown chunk type {ctype}"
-            elif body + length > len(data):
-                problem = "truncated: file ends inside a record"
-            elif length > block_left - _CHUNK_HEADER.size:
-                problem = "corrupt: chunk runs past its 32 KiB block"
-            elif zlib.crc32(data[body : body + length], _TYPE_CRC[ctype]) != crc:
-                problem = "corrupt: checksum mismatch"
-            elif (ctype in (_FULL, _FIRST)) != (start is None):
-                problem = "corrupt: chunk out of sequence"
-        if problem:
-            if strict:
-                error = _Incomplete if problem.startswith("truncated") else ValueError
-                raise error(f"{path}: {problem} at byte {pos}")
-            return
-        chunk = data[body : body + length]
-        if ctype == _FULL:
-            yield pos, chunk
-        elif ctype == _FIRST:
-            start, parts = pos, [chunk]
-        else:
-            parts.append(chunk)
-            if ctype == _LAST:
-                yield start, b"".join(parts)
-                start, parts = None, []
-        pos = body + length
-    if start is not None and strict:
-        raise _Incomplete(f"{path}: truncated: file ends inside a record that starts at byte {start}")
+
+def _chunk_problem(data: bytes, pos: int, block_left: int, between_records: bool) -> str | None:
+    """Why the chunk at ``pos`` cannot be read ("truncated: ..." or "corrupt: ..."), or None."""
+    if len(data) - pos < _CHUNK_HEADER.size:
+        return "truncated: file ends inside a chunk header"
+    crc, length, ctype = _CHUNK_HEADER.unpack_from(data, pos)
+    body = pos + _CHUNK_HEADER.size
+    if ctype not in _TYPE_CRC:
+        return f"corrupt: unknown chunk type {ctype}"
+    if body + length > len(data):
+        return "truncated: file ends inside a record"
+    if length > block_left - _CHUNK_HEADER.size:
+        return "corrupt: chunk runs past its 32 KiB block"
+    if zlib.crc32(data[body:body + length], _TYPE_CRC[ctype]) != crc:
+        return "corrupt: checksum mismatch"
+    if (ctype in (_FULL, _FIRST)) != between_records:
+        return "corrupt: chunk out of sequence"
+    return None
 
 
 # --- record contents ---------------------------------------------------------------------
 
 
-def _merge_run(meta: dict[str, Any], config: dict[str, Any], run: Any) -> None:
+def _merge_run(target: RunRecord, run: Any) -> None:
     # A run record can be sent again (e.g. after a rename); later non-empty fields win.
     for name, attr in (("run_id", "run_id"), ("project", "project"), ("name", "display_name"),
                        ("group", "run_group"), ("job_type", "job_type")):
         if getattr(run, attr):
-            meta[name] = getattr(run, attr)
+            setattr(target, name, getattr(run, attr))
     if run.tags:
-        meta["tags"] = list(run.tags)
-    _apply(config, run.config.update, run.config.remove)
+        target.tags = list(run.tags)
+    _apply(target.config, run.config)
 
 
 def _history_row(history: Any) -> dict[str, Any]:
@@ -309,10 +288,11 @@ def _history_row(history: Any) -> dict[str, Any]:
     return row
 
 
-def _apply(target: dict[str, Any], updates: Any, removes: Any) -> None:
-    for item in updates:
+def _apply(target: dict[str, Any], message: Any) -> None:
+    """Apply a config or summary message's ``update`` and ``remove`` items to ``target``."""
+    for item in message.update:
         _assign(target, _item_path(item), _item_value(item))
-    for item in removes:
+    for item in message.remove:
         _remove(target, _item_path(item))
 
 
@@ -338,10 +318,9 @@ def _item_value(item: Any) -> Any:
 
 def _assign(target: dict[str, Any], path: list[str], value: Any) -> None:
     for part in path[:-1]:
-        node = target.get(part)
-        if not isinstance(node, dict):
-            node = target[part] = {}
-        target = node
+        if not isinstance(target.get(part), dict):
+            target[part] = {}
+        target = target[part]
     target[path[-1]] = value
 
 
@@ -353,10 +332,8 @@ def _remove(target: dict[str, Any], path: list[str]) -> None:
     target.pop(path[-1], None)
 
 
-_MISSING = object()
-
-
 def _lookup(row: dict[str, Any], key: str) -> Any:
+    """``row[key]``, or a dotted key's value inside nested dicts; ``_MISSING`` if absent."""
     if key in row:
         return row[key]
     node: Any = row
@@ -365,10 +342,6 @@ def _lookup(row: dict[str, Any], key: str) -> Any:
             return _MISSING
         node = node[part]
     return node
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float))  # NaN/inf included: a diverged loss is still a value
 
 
 def _is_media(value: Any) -> bool:

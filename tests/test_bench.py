@@ -11,9 +11,9 @@ from framework.bench.common import Column, Timing, format_table, paired_ratio, q
 
 pytest.importorskip("transformers")
 
-from framework.bench.common import verdict_vs_hf
+from framework.bench.common import count_params, verdict_vs_hf
 from plugins.decoder.bench.decoder import (  # noqa: E402
-    BenchConfig, Size, count_params, flops_per_token, main, parse_args, run,
+    BenchConfig, Size, flops_per_token, main, parse_args, run,
 )
 
 TINY = ["--sizes", "32x2x4", "--batch", "2", "--seq", "16", "--vocab", "64", "--steps", "1", "--warmup", "1",

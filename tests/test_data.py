@@ -136,7 +136,7 @@ def test_answer_tasks_label_only_correct_answers(task: str) -> None:
     dm = synth(task)
     n = dm.length
     for split in (dm.train_dataset, dm.val_dataset):
-        ids, labels = split.input_ids, split.labels  # (N, T)
+        ids, labels = split.tensors["input_ids"], split.tensors["labels"]  # (N, T)
         x = ids[:, :n]
         assert ((x >= 2) & (x < dm.vocab_size)).all()
         assert (ids[:, n] == 1).all()  # SEP
@@ -154,7 +154,7 @@ def test_answer_tasks_label_only_correct_answers(task: str) -> None:
 
 def test_mqar_labels_are_the_values_of_earlier_pairs() -> None:
     dm = synth("mqar", seq_len=32, vocab_size=64, num_kv=4, n_train=200)
-    ids, labels = dm.train_dataset.input_ids, dm.train_dataset.labels
+    ids, labels = dm.train_dataset.tensors["input_ids"], dm.train_dataset.tensors["labels"]
     kv, half = dm.num_kv, dm.vocab_size // 2
     keys, values = ids[:, 0 : 2 * kv : 2], ids[:, 1 : 2 * kv : 2]
     assert ((keys >= 1) & (keys < half)).all() and ((values >= half) & (values < dm.vocab_size)).all()
@@ -175,10 +175,10 @@ def test_mqar_labels_are_the_values_of_earlier_pairs() -> None:
 def test_synthetic_is_deterministic_and_splits_differ(task: str) -> None:
     kw = {"vocab_size": 40} if task == "mqar" else {}
     a, b, c = synth(task, seed=1, **kw), synth(task, seed=1, **kw), synth(task, seed=2, **kw)
-    assert torch.equal(a.train_dataset.input_ids, b.train_dataset.input_ids)
-    assert torch.equal(a.val_dataset.labels, b.val_dataset.labels)
-    assert not torch.equal(a.train_dataset.input_ids, c.train_dataset.input_ids)
-    assert not torch.equal(a.train_dataset.input_ids[:16], a.val_dataset.input_ids)
+    assert torch.equal(a.train_dataset.tensors["input_ids"], b.train_dataset.tensors["input_ids"])
+    assert torch.equal(a.val_dataset.tensors["labels"], b.val_dataset.tensors["labels"])
+    assert not torch.equal(a.train_dataset.tensors["input_ids"], c.train_dataset.tensors["input_ids"])
+    assert not torch.equal(a.train_dataset.tensors["input_ids"][:16], a.val_dataset.tensors["input_ids"])
     assert all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(first_batches(a), first_batches(b)))
     batch = first_batches(a, 1)[0]
     assert batch["input_ids"].shape == batch["labels"].shape == (8, 24)
@@ -186,7 +186,7 @@ def test_synthetic_is_deterministic_and_splits_differ(task: str) -> None:
 
 def test_synthetic_decode_is_readable_and_round_trips() -> None:
     dm = synth("copy", length=2, seq_len=6, vocab_size=10)
-    ids = dm.train_dataset.input_ids[0]
+    ids = dm.train_dataset.tensors["input_ids"][0]
     text = dm.decode(ids)
     assert len(text.split()) == 6 and text.split()[2] == "|" and text.endswith(" .")
     assert dm.encode(text) == ids.tolist()

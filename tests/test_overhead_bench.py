@@ -42,11 +42,11 @@ def test_cli_prints_the_table_the_overhead_and_the_logged_rate(wandb_offline, ca
     assert run_bench(["overhead", *TINY[:4], "--rounds", "1", *TINY[6:]]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("variant"))
-    for column in ("steps/s", "min", "max", "tokens/s (wall clock)", "logged perf/tokens_per_sec"):
+    for column in ("median step ms", "steps/s", "min", "max", "tokens/s (wall clock)", "logged perf/tokens_per_sec"):
         assert column in header
     assert any(line.startswith("plain PyTorch loop") for line in out.splitlines())
     assert any(line.startswith("archlab train") for line in out.splitlines())
-    assert "overhead of archlab train:" in out and "logged perf/tokens_per_sec vs wall clock:" in out
+    assert "overhead of archlab train (median step time):" in out and "logged perf/tokens_per_sec vs wall clock:" in out
 
 
 def test_bad_settings_fail():

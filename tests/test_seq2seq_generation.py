@@ -10,6 +10,7 @@ from torch.testing import assert_close
 from framework.nn.cross_attention import DecoderCache
 from framework.registry import build_model
 from framework.generation import generate_seq2seq
+from framework.generation.seq2seq import beam_search
 
 VOCAB, EOS, PAD = 12, 1, 0
 SIZES = dict(vocab_size=VOCAB, d_model=32, n_layers=2, n_heads=4, d_ff=48, max_seq_len=32)
@@ -57,12 +58,17 @@ def test_cached_step_logits_equal_full_decoder_pass(model) -> None:
 
 
 def test_beam_size_one_is_greedy(model) -> None:
+    """The beam search itself, run with one beam (``generate`` would route num_beams=1 to the greedy loop), with
+    and without the cache, against greedy decoding."""
     ids, mask = sources()
     greedy = model.generate(ids, 12, attention_mask=mask)
-    beam = model.generate(ids, 12, attention_mask=mask, num_beams=1)
+    for use_cache in (True, False):
+        beam = beam_search(model, ids, 12, num_beams=1, decoder_start_token_id=0, eos_token_id=EOS,
+                           pad_token_id=PAD, attention_mask=mask, length_penalty=2.0, use_cache=use_cache)
+        assert torch.equal(greedy, beam), use_cache
     direct = generate_seq2seq(model, ids, 12, decoder_start_token_id=0, eos_token_id=EOS, pad_token_id=PAD,
                               attention_mask=mask, num_beams=1, length_penalty=2.0)
-    assert torch.equal(greedy, beam) and torch.equal(greedy, direct)
+    assert torch.equal(greedy, direct)
 
 
 def test_batched_generation_equals_one_at_a_time(model) -> None:

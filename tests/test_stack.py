@@ -200,10 +200,10 @@ def test_a_broken_third_party_mixer_is_named(monkeypatch) -> None:
     from framework.mixers import registry
 
     found = registry.discover_mixers()
-    patched = registry.MixerDiscovery(found.mixers, {**found.errors, "mamba": "failed to import x:Y: ImportError"})
+    patched = registry.MixerDiscovery(found.mixers, {**found.errors, "hyena": "failed to import x:Y: ImportError"})
     monkeypatch.setattr(registry, "discover_mixers", lambda: patched)
-    with pytest.raises(ConfigError, match=r"mixer: mixer 'mamba' is installed but broken: failed to import"):
-        make_config("decoder", mixer="mamba")
+    with pytest.raises(ConfigError, match=r"mixer: mixer 'hyena' is installed but broken: failed to import"):
+        make_config("decoder", mixer="hyena")
 
 
 # ---- fusion changes what a model can do -------------------------------------------------------------

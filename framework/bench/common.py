@@ -1,4 +1,4 @@
-"""Timing helpers shared by the benchmarks: devices, autocast, interleaved timing, matmul peak, tables.
+"""Helpers shared by the benchmarks: devices, autocast, training steps, interleaved timing, matmul peak, tables.
 
 Machines running these benchmarks are often shared, so absolute numbers drift with the load of the
 moment. The helpers here therefore measure every variant in the same run, interleaved round by round
@@ -7,6 +7,7 @@ a load spike hits all variants of a round alike and cancels out of the ratio.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import statistics
 import time
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
+from torch.nn import functional as F
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -44,11 +47,81 @@ def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextMana
     return torch.autocast(device_type=device.type, dtype=DTYPES[dtype])
 
 
+def setup_device(name: str = "auto", threads: int | None = None) -> torch.device:
+    """``pick_device(name)``, after pinning the CPU intra-op threads when ``threads`` is set."""
+    if threads:
+        torch.set_num_threads(threads)
+    return pick_device(name)
+
+
+def add_device_args(p: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--threads``, for ``setup_device``."""
+    p.add_argument("--device", default="auto", help="auto (cuda if present), cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default: torch's); 1 gives steadier ratios on a machine shared with other jobs")
+
+
+def add_int_args(p: argparse.ArgumentParser, defaults: object, *names: str) -> None:
+    """``--a-name`` for each attribute ``a_name`` of ``defaults`` (a config), an int defaulting to its value."""
+    for name in names:
+        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
+
+
+def comma_list(text: str | None) -> tuple[str, ...]:
+    """``"a, b,"`` -> ``("a", "b")``: a comma-separated command-line value."""
+    return tuple(s.strip() for s in (text or "").split(",") if s.strip())
+
+
+def require_positive(cfg: object, *names: str) -> None:
+    """``ValueError`` for the first of the attributes ``names`` of ``cfg`` below 1."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+
+
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
     n = torch.get_num_threads()
     return f"cpu ({n} thread{'s' if n > 1 else ''})"
+
+
+# --- models and training steps --------------------------------------------------------------------
+
+
+def matmul_params(model: nn.Module) -> int:
+    """N: parameters outside embedding lookups (token, position); the output projection counts, tied or not,
+    since it is a matmul (nanoGPT's ``get_num_params(non_embedding=True)``)."""
+    lookups = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    matmuls = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in lookups or id(p) in matmuls)
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(all parameters, tied tensors once; N as ``matmul_params``)."""
+    return sum(p.numel() for p in model.parameters()), matmul_params(model)
+
+
+def token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """fp32 cross-entropy of (..., V) logits against (...) labels, -100 not scored (as our training loop)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+
+
+def make_train_step(
+    loss: Callable[[], torch.Tensor], model: nn.Module, optimizer: torch.optim.Optimizer | None,
+    device: torch.device, dtype: str,
+) -> Callable[[], None]:
+    """One step: ``loss()`` under autocast, backward, the optimizer's step (None: forward + backward only)."""
+
+    def step() -> None:
+        with autocast(device, dtype):
+            value = loss()
+        value.backward()
+        if optimizer is not None:
+            optimizer.step()
+        model.zero_grad(set_to_none=True)
+
+    return step
 
 
 # --- timing ---------------------------------------------------------------------------------------
@@ -63,10 +136,6 @@ class Timing:
     @property
     def median(self) -> float:
         return statistics.median(self.seconds)
-
-    @property
-    def best(self) -> float:
-        return min(self.seconds)
 
     @property
     def spread(self) -> float:
@@ -124,6 +193,25 @@ def quartiles(values: Sequence[float]) -> tuple[float, float]:
     return q1, q3
 
 
+@dataclass(frozen=True)
+class Ratio:
+    """Per-round slow/fast ratios summarised: median and quartiles."""
+
+    median: float
+    q1: float
+    q3: float
+
+    @property
+    def iqr(self) -> str:
+        return f"{self.q1:.2f}-{self.q3:.2f}"
+
+
+def paired(slow: Timing, fast: Timing) -> Ratio:
+    """``paired_ratios`` as median and quartiles: > 1 means ``fast`` is faster."""
+    ratios = paired_ratios(slow, fast)
+    return Ratio(statistics.median(ratios), *quartiles(ratios))
+
+
 # --- matmul peak ----------------------------------------------------------------------------------
 
 
@@ -141,12 +229,6 @@ def matmul_fn(device: torch.device, dtype: str, n: int) -> tuple[Callable[[], An
     b = torch.randn(n, n, generator=gen).to(device=device, dtype=DTYPES[dtype])
     out = torch.empty(n, n, device=device, dtype=DTYPES[dtype])
     return (lambda: torch.mm(a, b, out=out)), 2.0 * n**3
-
-
-def matmul_peak(device: torch.device, dtype: str, n: int | None = None, rounds: int = 5) -> float:
-    """FLOP/s of a large square matmul in ``dtype`` (best of ``rounds``), measured on its own."""
-    fn, flops = matmul_fn(device, dtype, n or default_matmul_size(device))
-    return flops / time_interleaved({"mm": fn}, device, rounds).best
 
 
 # --- tables ---------------------------------------------------------------------------------------

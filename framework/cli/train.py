@@ -5,8 +5,11 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from . import sweep
 from ..config_schema import ConfigError
 from ..hydra_search_path import model_options, register_search_path
 from ..registry import plugin_errors
@@ -32,29 +35,62 @@ def _check_model_choice(overrides: list[str]) -> str | None:
 
 
 def run_train(argv: list[str]) -> int:
-    problem = _check_model_choice([a for a in argv if not a.startswith("-")])
+    overrides = [a for a in argv if not a.startswith("-")]
+    problem = _check_model_choice(overrides)
     if problem:
         print(f"archlab train: error: {problem}", file=sys.stderr)
         return 2
     register_search_path()
+    multirun = "-m" in argv or "--multirun" in argv
+    if multirun:  # every job's config checked before the first job starts
+        jobs = sweep.sweep_jobs(overrides)
+        problems = sweep.check_jobs(jobs) if jobs is not None else []
+        if problems:
+            print(f"archlab train: error: {len(problems)} of {len(jobs)} sweep jobs have a bad config; "
+                  "no job was started:\n  " + "\n  ".join(problems), file=sys.stderr)
+            return 2
+        sweep.RESULTS.clear()
     sys.argv = [sys.argv[0]] + argv
     _hydra_main()
+    if multirun:
+        print(sweep.summary())
+        return 1 if any(r.status != "ok" for r in sweep.RESULTS) else 0
     return 0
 
 
 @hydra.main(config_path="pkg://conf", config_name="train", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> float | None:
     from ..data.errors import DataConfigError
+    from ..lit_module import NonFiniteError
     from ..train import train
 
     # Hydra's handlers (console + <run>/train.log) already catch Lightning's messages: drop its own.
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).handlers.clear()
 
+    hydra_cfg = HydraConfig.get()
+    job = (hydra_cfg.job.num, list(hydra_cfg.overrides.task)) if hydra_cfg.mode == RunMode.MULTIRUN else None
     try:
         result = train(cfg)
-    except (ConfigError, DataConfigError) as err:
-        # A bad setting: say which and what is allowed, no stack trace (exits the whole sweep).
+    except (ConfigError, DataConfigError) as err:  # a bad setting: which, and what is allowed; no stack trace
         print(f"archlab train: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    return result["metrics"].get("val/loss")
+        if job is None:
+            raise SystemExit(2) from None
+        sweep.record_failure(*job, "config error", err)
+        return None
+    except NonFiniteError as err:  # diverged: the W&B run is marked failed, the last good checkpoint kept
+        print(f"archlab train: diverged: {err}", file=sys.stderr)
+        if job is None:
+            raise SystemExit(3) from None
+        sweep.record_failure(*job, "diverged", err)
+        return None
+    except Exception as err:  # a sweep outlives one job's crash (out of memory, a bug): recorded, the rest run
+        if job is None:
+            raise
+        log.exception("sweep job %d failed", job[0])
+        sweep.record_failure(*job, "failed", err)
+        return None
+    val_loss = result["metrics"].get("val/loss")
+    if job is not None:
+        sweep.RESULTS.append(sweep.JobResult(*job, "ok", val_loss))
+    return val_loss

@@ -22,18 +22,16 @@ T5's convention: the decoder starts from PAD; it is never a target), ``source_le
 """
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..config_schema import check
-from .errors import Objective, validate_data_config
-from .loaders import eval_loader, train_loader
+from .base import ConfiguredDataModule, TensorDictDataset, parse_ids, render_ids
+from .errors import Objective
 
 PAD, EOS, DECODER_START = 0, 1, 0
 FIRST_SYMBOL = 2
@@ -111,19 +109,6 @@ def generate_task(
     return make_batch(sources, targets, source_len, target_len)
 
 
-class DictDataset(Dataset):
-    """Rows of equally long (N, ...) tensors, returned as dicts."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.tensors = tensors
-
-    def __len__(self) -> int:
-        return len(next(iter(self.tensors.values())))
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {k: v[i] for k, v in self.tensors.items()}
-
-
 @dataclass
 class Seq2SeqDataConfig:
     """Every option of ``Seq2SeqDataModule`` (``data=seq2seq``), one line of meaning each."""
@@ -165,7 +150,7 @@ class Seq2SeqDataConfig:
               f"{self.batch_size} exceeds data.n_train={self.n_train}; use a smaller batch")
 
 
-class Seq2SeqDataModule(pl.LightningDataModule):
+class Seq2SeqDataModule(ConfiguredDataModule):
     """Source -> target pairs with exact answers (tasks and batch format: the module docstring; options:
     ``Seq2SeqDataConfig``). n_train and n_val examples are generated once from different streams of ``seed``."""
 
@@ -173,41 +158,25 @@ class Seq2SeqDataModule(pl.LightningDataModule):
     config_class = Seq2SeqDataConfig
 
     def __init__(self, config: Seq2SeqDataConfig | None = None, **options: Any) -> None:
-        super().__init__()
-        # Keyword options (Hydra's instantiate, tests) are validated here; build_datamodule passes a config.
-        self.config = config if config is not None else validate_data_config(Seq2SeqDataConfig, options)
-        for f in dataclasses.fields(self.config):
-            setattr(self, f.name, getattr(self.config, f.name))
+        super().__init__(config, **options)
         self.source_len, self.target_len = task_lengths(self.task, self.length)
-        self.train_dataset: DictDataset | None = None
-        self.val_dataset: DictDataset | None = None
 
-    def _generate(self, n: int, stream: int) -> DictDataset:
+    def _generate(self, n: int, stream: int) -> TensorDictDataset:
         g = torch.Generator().manual_seed(2 * self.seed + stream)  # train: stream 0, val: stream 1
-        return DictDataset(generate_task(self.task, n, self.vocab_size, self.length, self.min_length, g))
+        return TensorDictDataset(generate_task(self.task, n, self.vocab_size, self.length, self.min_length, g))
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_dataset is None:
-            self.train_dataset = self._generate(self.n_train, 0)
-            self.val_dataset = self._generate(self.n_val, 1)
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        return train_loader(self.train_dataset, self.batch_size, self.num_workers, self.seed)
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup()
-        return eval_loader(self.val_dataset, self.batch_size, self.num_workers)
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        return self._generate(self.n_train, 0), self._generate(self.n_val, 1)
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """addition: '12+34|' style ('|' = EOS, padding dropped); other tasks: space-separated ids with
         '.' for PAD and '|' for EOS."""
+        if self.task != "addition":
+            return render_ids(ids, PAD, EOS)
         if isinstance(ids, torch.Tensor):
             ids = ids.flatten().tolist()
-        if self.task == "addition":
-            names = {EOS: "|", PLUS: "+", **{FIRST_SYMBOL + d: str(d) for d in range(10)}}
-            return "".join(names.get(int(i), "?") for i in ids if i != PAD)
-        return " ".join("." if i == PAD else "|" if i == EOS else str(int(i)) for i in ids)
+        names = {EOS: "|", PLUS: "+", **{FIRST_SYMBOL + d: str(d) for d in range(10)}}
+        return "".join(names.get(int(i), "?") for i in ids if i != PAD)
 
     def encode(self, text: str) -> list[int]:
         """Parse ``decode``'s rendering back into ids (no EOS is added)."""
@@ -217,14 +186,4 @@ class Seq2SeqDataModule(pl.LightningDataModule):
             if bad:
                 raise ValueError(f"cannot encode {bad[0]!r}: addition uses digits, '+' and '|'")
             return [table[c] for c in text if not c.isspace()]
-        out = []
-        for tok in text.split():
-            if tok == ".":
-                out.append(PAD)
-            elif tok == "|":
-                out.append(EOS)
-            elif tok.isdigit() and int(tok) < self.vocab_size:
-                out.append(int(tok))
-            else:
-                raise ValueError(f"cannot encode {tok!r}: expected '.', '|' or an id below {self.vocab_size}")
-        return out
+        return parse_ids(text, PAD, EOS, self.vocab_size)

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .loaders import ResumableBatches, ResumableLoader
+
 
 def contiguous_starts(n_tokens: int, seq_len: int, batch_size: int) -> torch.Tensor:
     """(batch_size, n_batches) window offsets: row i, column b is where row i of batch b starts.
@@ -60,10 +62,5 @@ def contiguous_loader(
     builds the window dataset (e.g. ``WindowDataset``) from flat window offsets."""
     starts = contiguous_starts(len(data), seq_len, batch_size)  # (B, N)
     dataset: Dataset = dataset_factory(data, starts.flatten(), seq_len)
-    return DataLoader(
-        dataset,
-        batch_sampler=ContiguousBatchSampler(batch_size, starts.shape[1]),
-        num_workers=num_workers,
-        persistent_workers=num_workers > 0,
-        pin_memory=torch.cuda.is_available(),
-    )
+    batches = list(ContiguousBatchSampler(batch_size, starts.shape[1]))  # every epoch the same
+    return ResumableLoader(dataset, ResumableBatches(lambda epoch: batches, len(batches)), num_workers)

@@ -1,36 +1,21 @@
 """Generated tasks with exact answers (copy, reverse, sort, MQAR) as a LightningDataModule."""
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from ..config_schema import check
-from .errors import Objective, validate_data_config
-from .loaders import eval_loader, train_loader
+from .base import ConfiguredDataModule, TensorDictDataset, parse_ids, render_ids
+from .errors import Objective
 from .masking import check_mask_rate, masked_splits, synthetic_spec
 from .tasks import PAD, SEP, answer_task, mqar
 
 Task = Literal["copy", "reverse", "sort", "mqar"]
 TASKS: tuple[str, ...] = ("copy", "reverse", "sort", "mqar")
-
-
-class ExampleDataset(Dataset):
-    """Rows of precomputed ``input_ids`` and ``labels``, both (N, T)."""
-
-    def __init__(self, input_ids: torch.Tensor, labels: torch.Tensor) -> None:
-        self.input_ids, self.labels = input_ids, labels
-
-    def __len__(self) -> int:
-        return len(self.input_ids)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
 
 
 @dataclass
@@ -72,7 +57,7 @@ class SyntheticDataConfig:
               f"{self.batch_size} exceeds data.n_train={self.n_train}; use a smaller batch")
 
 
-class SyntheticDataModule(pl.LightningDataModule):
+class SyntheticDataModule(ConfiguredDataModule):
     """Synthetic sequence tasks; the loss counts only the answer tokens (options: ``SyntheticDataConfig``).
 
     "copy" | "reverse" | "sort": ``x_1..x_L SEP y_1..y_L`` then padding (token 0 = PAD, 1 = SEP, symbols
@@ -83,17 +68,11 @@ class SyntheticDataModule(pl.LightningDataModule):
     config_class = SyntheticDataConfig
 
     def __init__(self, config: SyntheticDataConfig | None = None, **options: Any) -> None:
-        super().__init__()
-        # Keyword options (Hydra's instantiate, tests) are validated here; build_datamodule passes a config.
-        self.config = config if config is not None else validate_data_config(SyntheticDataConfig, options)
-        for f in dataclasses.fields(self.config):
-            setattr(self, f.name, getattr(self.config, f.name))
+        super().__init__(config, **options)
         # masked_lm: the last id is [MASK]; the task's tokens stay below it (data/masking.py).
         self.mask_token_id = self.vocab_size - 1 if self.objective == "masked_lm" else None
-        self.train_dataset: ExampleDataset | None = None
-        self.val_dataset: ExampleDataset | None = None
 
-    def _generate(self, n: int, stream: int) -> ExampleDataset:
+    def _generate(self, n: int, stream: int) -> TensorDictDataset:
         # Train and val come from different streams of the same seed: seed 2s for train, 2s + 1 for val.
         g = torch.Generator().manual_seed(2 * self.seed + stream)
         v = self.mask_token_id or self.vocab_size  # masked_lm: draw tokens below [MASK]
@@ -101,41 +80,19 @@ class SyntheticDataModule(pl.LightningDataModule):
             ids, labels = mqar(n, self.seq_len, v, self.num_kv, g)
         else:
             ids, labels = answer_task(self.task, n, self.seq_len, v, self.length, g)
-        return ExampleDataset(ids, labels)
+        return TensorDictDataset({"input_ids": ids, "labels": labels})
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_dataset is None:
-            self.train_dataset = self._generate(self.n_train, 0)
-            self.val_dataset = self._generate(self.n_val, 1)
-            if self.objective == "masked_lm":  # the same sequences (x SEP y), BERT-masked
-                spec = synthetic_spec(self.task, self.mask_rate, self.vocab_size)
-                self.train_dataset, self.val_dataset = masked_splits(self.train_dataset, self.val_dataset, spec, self.seed)
-
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        return train_loader(self.train_dataset, self.batch_size, self.num_workers, self.seed)
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup()
-        return eval_loader(self.val_dataset, self.batch_size, self.num_workers)
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
+        train, val = self._generate(self.n_train, 0), self._generate(self.n_val, 1)
+        if self.objective == "masked_lm":  # the same sequences (x SEP y), BERT-masked
+            spec = synthetic_spec(self.task, self.mask_rate, self.vocab_size)
+            return masked_splits(train, val, spec, self.seed)
+        return train, val
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Space-separated tokens: '.' for 0 (padding/filler), '|' for SEP (copy/reverse/sort), else the id."""
-        if isinstance(ids, torch.Tensor):
-            ids = ids.flatten().tolist()
-        sep = SEP if self.task != "mqar" else None
-        return " ".join("." if i == PAD else "|" if i == sep else str(int(i)) for i in ids)
+        return render_ids(ids, PAD, SEP if self.task != "mqar" else None)
 
     def encode(self, text: str) -> list[int]:
         """Parse ``decode``'s rendering back into ids."""
-        out = []
-        for tok in text.split():
-            if tok == ".":
-                out.append(PAD)
-            elif tok == "|" and self.task != "mqar":
-                out.append(SEP)
-            elif tok.isdigit() and int(tok) < self.vocab_size:
-                out.append(int(tok))
-            else:
-                raise ValueError(f"cannot encode {tok!r}: expected '.', '|' or an id below {self.vocab_size}")
-        return out
+        return parse_ids(text, PAD, SEP if self.task != "mqar" else None, self.vocab_size)

@@ -1,20 +1,18 @@
 """Byte-level language modelling on a text corpus: Shakespeare, Python source, or the user's files."""
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import lightning.pytorch as pl
 import torch
 from hydra.utils import to_absolute_path
 from torch.utils.data import DataLoader, Dataset
 
 from ..config_schema import check
 from .corpus import PYCODE_DEFAULT_MAX_BYTES, pycode_bytes, shakespeare_bytes, user_bytes
-from .errors import DataConfigError, Objective, validate_data_config
-from .loaders import eval_loader, train_loader
+from .base import ConfiguredDataModule
+from .errors import DataConfigError, Objective
 from .stream import contiguous_loader, contiguous_starts
 from .masking import BYTE_MASK_ID, MaskingSpec, check_mask_rate, masked_splits
 from .span_corruption import (
@@ -113,7 +111,7 @@ class TextDataConfig:
               f"'contiguous' is for causal_lm streams, not {self.objective!r}")
 
 
-class TextDataModule(pl.LightningDataModule):
+class TextDataModule(ConfiguredDataModule):
     """Next-byte prediction on one corpus, split by position (first part train, the rest val); options:
     ``TextDataConfig``. The corpus is read (cached) and size-checked at construction, so a setting too
     large for it fails before any training starts."""
@@ -121,11 +119,7 @@ class TextDataModule(pl.LightningDataModule):
     config_class = TextDataConfig
 
     def __init__(self, config: TextDataConfig | None = None, **options: Any) -> None:
-        super().__init__()
-        # Keyword options (Hydra's instantiate, tests) are validated here; build_datamodule passes a config.
-        self.config = config if config is not None else validate_data_config(TextDataConfig, options)
-        for f in dataclasses.fields(self.config):
-            setattr(self, f.name, getattr(self.config, f.name))
+        super().__init__(config, **options)
         # masked_lm: byte 255 never occurs in UTF-8, so it serves as [MASK] within the 256 byte ids.
         self.mask_token_id = BYTE_MASK_ID if self.objective == "masked_lm" else None
         if self.objective == "seq2seq":
@@ -153,8 +147,6 @@ class TextDataModule(pl.LightningDataModule):
                 contiguous_starts(len(self.train_data), self.seq_len, self.batch_size)
             except ValueError as err:
                 raise DataConfigError(f"data.order='contiguous': {err}") from None
-        self.train_dataset: WindowDataset | None = None
-        self.val_dataset: WindowDataset | None = None
 
     def _load(self) -> torch.Tensor:
         if self.source == "shakespeare":
@@ -165,9 +157,7 @@ class TextDataModule(pl.LightningDataModule):
             data = user_bytes(self.paths)
         return data[: self.max_bytes] if self.max_bytes else data
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.train_dataset is not None:
-            return
+    def build_datasets(self) -> tuple[Dataset, Dataset]:
         t = self.seq_len
         # Train: every window on a stride of seq_len (each byte is a target once per epoch).
         train_starts = torch.arange((len(self.train_data) - 1) // t) * t
@@ -176,26 +166,19 @@ class TextDataModule(pl.LightningDataModule):
         idx = torch.arange(n_val)
         if self.val_windows is not None and self.val_windows < n_val:
             idx = torch.arange(self.val_windows) * n_val // self.val_windows
-        self.train_dataset = WindowDataset(self.train_data, train_starts, t)
-        self.val_dataset = WindowDataset(self.val_data, idx * t, t)
+        train, val = WindowDataset(self.train_data, train_starts, t), WindowDataset(self.val_data, idx * t, t)
         if self.objective == "masked_lm":  # BERT's 80/10/10 masking of the same windows (data/masking.py)
             spec = MaskingSpec(self.mask_rate, BYTE_MASK_ID, random_range=(0, BYTE_MASK_ID))
-            self.train_dataset, self.val_dataset = masked_splits(self.train_dataset, self.val_dataset, spec, self.seed)
+            return masked_splits(train, val, spec, self.seed)
         if self.objective == "seq2seq":  # T5 span corruption of the same windows (data/span_corruption.py)
-            self.train_dataset, self.val_dataset = span_corrupted_splits(
-                self.train_dataset, self.val_dataset, self.vocab_size, self.seed,
-                self.noise_density, self.mean_span_length,
-            )
+            return span_corrupted_splits(train, val, self.vocab_size, self.seed, self.noise_density,
+                                         self.mean_span_length)
+        return train, val
 
     def train_dataloader(self) -> DataLoader:
-        self.setup()
         if self.order == "contiguous":
             return contiguous_loader(WindowDataset, self.train_data, self.seq_len, self.batch_size, self.num_workers)
-        return train_loader(self.train_dataset, self.batch_size, self.num_workers, self.seed)
-
-    def val_dataloader(self) -> DataLoader:
-        self.setup()
-        return eval_loader(self.val_dataset, self.batch_size, self.num_workers)
+        return super().train_dataloader()
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text)

@@ -3,7 +3,7 @@ encode / decode plumbing (masks built once per stack, per-layer caches) and ``ge
 
 What stays each architecture's own: its attention and FFN modules and norm (passed to the blocks),
 pre- or post-norm residuals, embeddings and positions, the bias each stack adds to its attention
-scores, the final norm and head, and ``forward`` (its statistics and auxiliary losses).
+scores, the final norm and head, and the statistics of its own (``own_stats``).
 
     pre-norm   x + Dropout(sublayer(norm(x)))
     post-norm  norm(x + Dropout(sublayer(x)))
@@ -19,7 +19,8 @@ from ..generation.seq2seq import Seq2SeqGenerateMixin
 from .attention_stats import collect_attention_stats
 from .cross_attention import AttentionMask, DecoderCache, MultiHeadAttention, build_mask
 from .norms import residual_rms
-from .moe import MoEFeedForward, MoEOutput
+from .moe import MoEFeedForward, MoEOutput, collect_moe_stats
+from ..output import ModelOutput
 
 
 def apply_ffn(
@@ -109,7 +110,8 @@ class AttentionEncoderDecoder(Seq2SeqGenerateMixin, nn.Module):
     """``encode``/``decode``/``new_cache`` (the generation protocol of ``framework.generation.seq2seq``)
     over ``self.encoder`` / ``self.decoder`` (``nn.ModuleList`` of the blocks above). A subclass sets
     those and ``self.config``, and defines ``embed_source``, ``embed_target``, ``encoder_output`` and
-    ``decoder_output``; ``encoder_bias`` / ``decoder_bias`` add a position bias to the attention scores."""
+    ``decoder_output``; ``encoder_bias`` / ``decoder_bias`` add a position bias to the attention scores, and
+    ``own_stats`` the statistics only it reports."""
 
     encoder: nn.ModuleList
     decoder: nn.ModuleList
@@ -139,6 +141,30 @@ class AttentionEncoderDecoder(Seq2SeqGenerateMixin, nn.Module):
         """Additive bias (1|B, H, T, S) on the decoder self-attention scores of T queries at positions
         offset.. against S = offset + T keys, or None."""
         return None
+
+    def own_stats(self) -> dict[str, torch.Tensor]:
+        """Statistics of this architecture's own (logged under ``<plugin>/``), besides the shared ones."""
+        return {}
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+        decoder_attention_mask: torch.Tensor | None = None,
+    ) -> ModelOutput:
+        """input_ids/attention_mask: (B, S) source; decoder_input_ids/decoder_attention_mask: (B, T)
+        (start token + target[:-1]). Returns logits (B, T, V) aligned with the target."""
+        require_decoder_inputs(type(self).__name__, decoder_input_ids)
+        moe_records: list[MoEOutput] = []  # ffn=moe: encoder then decoder layers
+        enc_rms: list[torch.Tensor] = []
+        dec_rms: list[torch.Tensor] = []
+        memory = self.encode(input_ids, attention_mask, moe_records, enc_rms)
+        logits = self.decode(decoder_input_ids, memory, attention_mask, None, decoder_attention_mask, moe_records,
+                             dec_rms)
+        stats = self.own_stats() | self.shared_stats(enc_rms, dec_rms) | collect_moe_stats(moe_records)
+        aux = sum((m.aux_loss for m in moe_records), logits.new_zeros((), dtype=torch.float32))
+        return ModelOutput(logits=logits, aux_loss=aux, stats=stats)
 
     # ---- the two halves ------------------------------------------------------------------------
     def encode(

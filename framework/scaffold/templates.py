@@ -6,6 +6,8 @@ Kept as Python strings (not package data) so they ship with the ``framework`` pa
 """
 from __future__ import annotations
 
+import re
+
 PYPROJECT = '''\
 [build-system]
 requires = ["setuptools>=61"]
@@ -69,9 +71,8 @@ INIT = '''\
 \"\"\"The __NAME__ archlab plugin: archlab's decoder stack (framework.stack) whose layers use the __NAME__ token
 mixer (mixer.py). Found through the entry points in pyproject.toml; archlab never imports it by name.\"\"\"
 from framework import Plugin
-from framework.stack import StackConfig, build_stack
+from framework.stack import StackConfig, build_stack, stack_metrics
 
-from .metrics import __NAME___metrics
 from .mixer import SPEC, __CLASS__Mixer
 
 PLUGIN = Plugin(
@@ -80,7 +81,7 @@ PLUGIN = Plugin(
     objective="causal_lm",  # causal_lm | masked_lm | seq2seq: picks the loss and the batch format
     config_class=StackConfig,  # every stack option (mixer, layers, ffn, norm, position, ...) is a model.<key>
     build=build_stack,  # embeddings, norms, residuals, init and generate (KV caches / decode states) are the stack's
-    metrics=__NAME___metrics,
+    metrics=stack_metrics,  # each mixer family's metrics for its layers (this mixer's: metrics.py); wrap to add more
     config_package="__PACKAGE__.conf",  # holds model/__NAME__.yaml and presets
 )
 
@@ -125,13 +126,11 @@ class __CLASS__Options:
 class ConvState:
     \"\"\"Decode state of one layer: the convolution's last kernel_size - 1 inputs (B, K-1, C); None = zeros.\"\"\"
 
-    def __init__(self) -> None:
-        self.window: torch.Tensor | None = None
+    def __init__(self, window: torch.Tensor | None = None) -> None:
+        self.window = window
 
     def detach(self) -> "ConvState":  # model.stateful=true carries the state across batches, cut from the graph
-        out = ConvState()
-        out.window = None if self.window is None else self.window.detach()
-        return out
+        return ConvState(None if self.window is None else self.window.detach())
 
     @property
     def batch_size(self) -> int | None:
@@ -207,7 +206,7 @@ from __future__ import annotations
 from torchmetrics import Metric
 
 from framework.metrics import LayerIdMean
-from framework.stack import StackConfig, stack_metrics
+from framework.stack import StackConfig
 
 
 def mixer_metrics(cfg: StackConfig, layer_ids: list[int]) -> dict[str, Metric]:
@@ -218,11 +217,6 @@ def mixer_metrics(cfg: StackConfig, layer_ids: list[int]) -> dict[str, Metric]:
         # Share of each filter's mass on earlier tokens (0: the layer ignores the context).
         "__NAME__/past_share": LayerIdMean("__NAME___past_share", layer_ids),
     }
-
-
-def __NAME___metrics(cfg: StackConfig) -> dict[str, Metric]:
-    \"\"\"Every mixer family's metrics for its layers: mixer_metrics above, moe/... with model.ffn=moe, ...\"\"\"
-    return stack_metrics(cfg)
 '''
 
 YAML = '''\
@@ -305,6 +299,9 @@ def test_bad_option_is_rejected_naming_the_field():
 '''
 
 
+_PLACEHOLDER = re.compile("__(NAME|PACKAGE|DIST|CLASS)__")
+
+
 def files(name: str) -> dict[str, str]:
     """Relative path -> content of every file of a new plugin called ``name``."""
     package = f"archlab_{name}"
@@ -325,12 +322,7 @@ def files(name: str) -> dict[str, str]:
         f"{package}/conf/model/{name}_hybrid.yaml": PRESET,
         f"tests/test_{name}.py": TESTS,
     }
-    out = {}
-    for path, text in layout.items():
-        for key in ("__PACKAGE__", "__DIST__", "__CLASS__", "__NAME__"):  # __NAME__ last: it is inside the others
-            text = text.replace(key, values[key])
-        out[path] = text
-    return out
+    return {path: _PLACEHOLDER.sub(lambda m: values[m.group()], text) for path, text in layout.items()}
 
 
 def preset_names(name: str) -> list[str]:

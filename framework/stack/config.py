@@ -3,7 +3,7 @@
 Each layer is a token mixer then a channel mixer (``framework.mixers``), chosen per layer:
 ``mixer``/``ffn`` for every layer, ``layers``/``ffn_layers`` as a list repeated to ``n_layers``, or
 ``mixer_every``/``ffn_every`` to place one mixer periodically. Mixer options live once in their own
-section (``sparse``, ``moe``, ``rnn``). The dataclass is the only place a default lives: the Hydra node
+section (``sparse``, ``moe``, ``rnn``, ``ssm``). The dataclass is the only place a default lives: the Hydra node
 ``model/<plugin>_defaults`` is generated from it, and presets hold only what they change.
 """
 from __future__ import annotations
@@ -15,11 +15,15 @@ from framework.config_schema import ConfigError, check
 from framework.mixers.recurrent import RecurrentConfig
 from framework.mixers.registry import get_mixer
 from framework.mixers.spec import MixerSpec
+from framework.mixers.ssm import SSMConfig
 from framework.nn.moe import MoEConfig
 from framework.nn.sparse.config import SparseAttentionConfig, check_attention
 from framework.shared_keys import check_shared_keys
 
 from .layout import Periodic, layer_names
+
+# The fields holding the options of built-in mixers (``MixerSpec.options`` names one); each is a dataclass.
+OPTION_SECTIONS = ("sparse", "moe", "rnn", "ssm")
 
 
 @dataclass
@@ -33,7 +37,7 @@ class StackConfig:
     dropout: float = 0.0          # on embeddings, attention probabilities and residual branches
     max_seq_len: int = 256        # longest context of attention layers (and of a learned position table)
     mixer: str = "attention"      # token mixer of every layer: attention (dense), sliding_window, strided, fixed,
-                                  # longformer, bigbird, lsh, lstm, gru, elman (archlab plugins -v lists all)
+                                  # longformer, bigbird, lsh, lstm, gru, elman, mamba, mamba2 (archlab plugins -v lists all)
     layers: list[str] | None = None  # token mixer per layer, repeated to n_layers (e.g. [attention, lstm, lstm, lstm])
     mixer_every: Periodic = field(default_factory=Periodic)  # {name, every, offset}: name at layers i % every == offset
     ffn: str = "mlp"              # channel mixer of every layer: mlp, swiglu, geglu, moe, none
@@ -54,6 +58,7 @@ class StackConfig:
     sparse: SparseAttentionConfig = field(default_factory=SparseAttentionConfig)  # options of the sparse attention kinds
     moe: MoEConfig = field(default_factory=MoEConfig)  # options of the moe channel mixer
     rnn: RecurrentConfig = field(default_factory=RecurrentConfig)  # options of the lstm, gru, elman token mixers
+    ssm: SSMConfig = field(default_factory=SSMConfig)  # options of the mamba, mamba2 token mixers
     mixer_options: dict[str, Any] = field(default_factory=dict)  # options of third-party mixers, by mixer name
 
     def __post_init__(self) -> None:
@@ -78,12 +83,12 @@ class StackConfig:
         if self.stateful:
             check(all(s.carries == "recurrent" for s in tokens), "stateful",
                   "carries the recurrent state across batches, so every token mixer must be recurrent "
-                  f"(lstm, gru, elman); this stack has {sorted({s.name for s in tokens if s.carries != 'recurrent'})}")
+                  f"(lstm, gru, elman, mamba, mamba2); this stack has {sorted({s.name for s in tokens if s.carries != 'recurrent'})}")
 
     def _check_options_used(self, specs: list[MixerSpec]) -> None:
         """Options set for a mixer no layer uses are a mistake (a typo in the layer list, a stale override)."""
         used = {s.options for s in specs if s.options}
-        for name in ("sparse", "moe", "rnn"):
+        for name in OPTION_SECTIONS:
             section = getattr(self, name)
             check(name in used or section == type(section)(), name,
                   f"options are set but no layer uses a mixer configured by {name!r} "

@@ -14,7 +14,7 @@ def sparse_pattern_figure(model: nn.Module, t: int | None = None) -> dict[str, n
     layers = [(i, b.mixer) for i, b in enumerate(model.blocks) if isinstance(b.mixer, SparseSelfAttention)]
     if not layers:
         return {}
-    from framework.nn.sparse.picture import pattern_png, png_to_array
+    from framework.nn.sparse.picture import pattern_image
 
     cfg = model.config
     t = min(t or min(max(64, 4 * cfg.sparse.window), 256), cfg.max_seq_len)
@@ -32,5 +32,4 @@ def sparse_pattern_figure(model: nn.Module, t: int | None = None) -> dict[str, n
         for i, attn in shown:
             for h0, h1, pattern in attn.groups:
                 masks[f"layer{i} heads {h0}-{h1 - 1}: {pattern.name}"] = pattern.mask(t)
-    png = pattern_png(masks, title=f"{first.kind}, t={t}")
-    return {"attn/pattern": png_to_array(png)}
+    return {"attn/pattern": pattern_image(masks, title=f"{first.kind}, t={t}")}

@@ -6,6 +6,7 @@ Mixtral), sparse attention (Longformer, BigBird, ...), stacked RNNs, and hybrids
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +28,12 @@ def _unpack(result) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, torch.
     if isinstance(result, torch.Tensor):
         return result, None, None
     return result.output, result.aux_loss, result.stats
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    return tuple(_to(v, device) for v in value) if isinstance(value, (tuple, list)) else value
 
 
 class Layer(nn.Module):
@@ -110,6 +117,20 @@ class StackLM(nn.Module):
     def reset_state(self) -> None:
         """Forget the carried training state (the loop calls this at every epoch start: the stream restarts)."""
         self._carried = None
+
+    def carried_state(self) -> dict[str, Any] | None:
+        """The state carried between training batches, as plain values for a checkpoint (each layer's state
+        object's attributes: tensors, tuples of them, None)."""
+        if self._carried is None:
+            return None
+        return {"length": self._carried.length, "layers": [dict(vars(s)) for s in self._carried.layers]}
+
+    def load_carried_state(self, state: dict[str, Any], device: torch.device) -> None:
+        carried = self.new_state()
+        carried.length = state["length"]
+        for layer, saved in zip(carried.layers, state["layers"]):
+            vars(layer).update({k: _to(v, device) for k, v in saved.items()})
+        self._carried = carried
 
     def _training_state(self, batch_size: int) -> StackState:
         carried = self._carried

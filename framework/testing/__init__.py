@@ -16,30 +16,11 @@ or one pytest case per property::
 The properties (``CHECKS``) and what each verifies are listed in docs/plugins.md.
 """
 from .checks import CHECKS, checks_for, describe
-from .kit import (
-    ContractCase,
-    build_subject,
-    check_plugin,
-    contract_cases,
-    parametrize_with_checks,
-    plugin_names,
-    run_check,
-)
+from .kit import (ContractCase, build_subject, check_plugin, contract_cases, parametrize_with_checks, plugin_names,
+                  run_check)
 from .report import CheckResult, CheckSkipped, ContractReport, ContractViolation
 
 __all__ = [
-    "CHECKS",
-    "CheckResult",
-    "CheckSkipped",
-    "ContractCase",
-    "ContractReport",
-    "ContractViolation",
-    "build_subject",
-    "check_plugin",
-    "checks_for",
-    "contract_cases",
-    "describe",
-    "parametrize_with_checks",
-    "plugin_names",
-    "run_check",
+    "CHECKS", "CheckResult", "CheckSkipped", "ContractCase", "ContractReport", "ContractViolation", "build_subject",
+    "check_plugin", "checks_for", "contract_cases", "describe", "parametrize_with_checks", "plugin_names", "run_check",
 ]

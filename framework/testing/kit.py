@@ -2,7 +2,6 @@
 one pytest case per property (in the spirit of scikit-learn's ``check_estimator``)."""
 from __future__ import annotations
 
-import dataclasses
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from ..plugin import Plugin
 from ..registry import discover
 from .checks import CHECKS, checks_for
 from .report import CheckResult, CheckSkipped, ContractReport, ContractViolation
-from .subject import DATA, Subject, default_option, make_subject, resolve_plugin, shrink
+from .subject import Subject, build_subject, resolve_plugin
 
 LOADS = "loads"  # the pseudo-property of a plugin whose entry point fails to import
 
@@ -23,42 +22,30 @@ def plugin_names(distribution: str | None = None) -> list[str]:
     return sorted(n for n in found.plugins if distribution is None or found.sources[n].split(" ")[0] == distribution)
 
 
-def _fallback_subject(plugin: Plugin, option: str, overrides: Mapping[str, Any], error: str) -> Subject:
-    """When the YAML does not compose: the config's defaults at test size, so the other checks still run."""
-    data = {"_target_": "framework.data.SyntheticDataModule", **DATA}
-    values: dict[str, Any] = {}
-    if dataclasses.is_dataclass(plugin.config_class):  # else config_schema reports it
-        names = {f.name for f in dataclasses.fields(plugin.config_class)}
-        sizes = (("vocab_size", data["vocab_size"]), ("max_seq_len", data["seq_len"]))
-        values = shrink(plugin.config_class, {k: v for k, v in sizes if k in names}, owner=f"model ({plugin.name})")
-    values.update(overrides)
-    return Subject(plugin=plugin, option=option, yaml_values=values, values=values, data=data, compose_error=error)
+def _name(plugin: str | Plugin) -> str:
+    return plugin if isinstance(plugin, str) else plugin.name
 
 
-def build_subject(plugin: str | Plugin, model: str | None = None, overrides: Mapping[str, Any] | None = None) -> Subject:
-    p = resolve_plugin(plugin)
-    option = model or default_option(p)
-    try:
-        return make_subject(p, option, overrides)
-    except Exception as err:
-        return _fallback_subject(p, option, dict(overrides or {}), f"{type(err).__name__}: {err}")
+def _caller_skip(check: str, skip: Mapping[str, str] | None) -> str | None:
+    """How a check the caller skips is reported, or None when it runs."""
+    return f"skipped by the caller: {skip[check]}" if skip and check in skip else None
 
 
 def run_check(subject: Subject, check: str) -> CheckResult:
     """Run one property; never raises (the result says passed, failed with why, or skipped with why)."""
     func, _ = CHECKS[check]
     start = time.perf_counter()
+    status, message = "passed", ""
     try:
         func(subject)
     except CheckSkipped as why:
-        return CheckResult(check, "skipped", str(why), time.perf_counter() - start)
+        status, message = "skipped", str(why)
     except ContractViolation as err:
-        return CheckResult(check, "failed", str(err), time.perf_counter() - start)
+        status, message = "failed", str(err)
     except Exception as err:  # the plugin crashed inside a check: that check is violated
         where = traceback.extract_tb(err.__traceback__)[-1]
-        message = f"raised {type(err).__name__}: {err} (at {where.filename}:{where.lineno})"
-        return CheckResult(check, "failed", message, time.perf_counter() - start)
-    return CheckResult(check, "passed", "", time.perf_counter() - start)
+        status, message = "failed", f"raised {type(err).__name__}: {err} (at {where.filename}:{where.lineno})"
+    return CheckResult(check, status, message, time.perf_counter() - start)
 
 
 def check_plugin(
@@ -79,25 +66,19 @@ def check_plugin(
     Raises ``ContractViolation`` naming every violated property (after running all of them) unless
     ``raise_on_failure=False``; returns the ``ContractReport`` either way.
     """
-    label = plugin if isinstance(plugin, str) else plugin.name
     try:
         resolved = resolve_plugin(plugin)
     except LookupError as err:
-        report = ContractReport(label, [CheckResult(LOADS, "failed", str(err))])
-        if raise_on_failure:
-            raise ContractViolation(str(report), report) from None
-        return report
-    names = list(checks) if checks is not None else checks_for(resolved.objective)
-    unknown = sorted(set(names) - set(CHECKS))
-    if unknown:
-        raise ValueError(f"unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECKS)}")
-    subject = build_subject(resolved, model, overrides)
-    report = ContractReport(resolved.name if model is None else f"{resolved.name} (model={model})")
-    for name in names:
-        if skip and name in skip:
-            report.results.append(CheckResult(name, "skipped", f"skipped by the caller: {skip[name]}"))
-        else:
-            report.results.append(run_check(subject, name))
+        report = ContractReport(_name(plugin), [CheckResult(LOADS, "failed", str(err))])
+    else:
+        names = list(checks) if checks is not None else checks_for(resolved.objective)
+        unknown = sorted(set(names) - set(CHECKS))
+        if unknown:
+            raise ValueError(f"unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECKS)}")
+        subject = build_subject(resolved, model, overrides)
+        report = ContractReport(resolved.name if model is None else f"{resolved.name} (model={model})")
+        report.results = [CheckResult(name, "skipped", why) if (why := _caller_skip(name, skip))
+                          else run_check(subject, name) for name in names]
     if raise_on_failure and not report.ok:
         raise ContractViolation(str(report), report)
     return report
@@ -115,8 +96,7 @@ class ContractCase:
 
     @property
     def id(self) -> str:
-        name = self.plugin if isinstance(self.plugin, str) else self.plugin.name
-        return f"{self.model or name}-{self.check}"
+        return f"{self.model or _name(self.plugin)}-{self.check}"
 
     def __call__(self) -> None:
         import pytest
@@ -126,15 +106,12 @@ class ContractCase:
         if self.check == LOADS:
             resolve_plugin(self.plugin)  # raises with the import error
             return
-        try:
-            subject = build_subject(self.plugin, self.model, self.overrides)
-        except LookupError as err:
-            raise ContractViolation(f"{LOADS}: {err}") from None
-        result = run_check(subject, self.check)
+        (result,) = check_plugin(self.plugin, model=self.model, overrides=self.overrides, checks=[self.check],
+                                 raise_on_failure=False).results  # a plugin no longer loading: result is `loads`
         if result.status == "skipped":
             pytest.skip(result.message)
         if result.status == "failed":
-            raise ContractViolation(f"plugin {subject.name!r} violates {self.check}: {result.message}")
+            raise ContractViolation(f"plugin {_name(self.plugin)!r} violates {result.check}: {result.message}")
 
 
 def contract_cases(
@@ -151,9 +128,8 @@ def contract_cases(
         except LookupError:
             cases.append(ContractCase(plugin, LOADS, model))
             continue
-        for check in checks_for(objective):
-            reason = f"skipped by the caller: {skip[check]}" if skip and check in skip else None
-            cases.append(ContractCase(plugin, check, model, dict(overrides or {}), reason))
+        cases += [ContractCase(plugin, check, model, dict(overrides or {}), _caller_skip(check, skip))
+                  for check in checks_for(objective)]
     return cases
 
 

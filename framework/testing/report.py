@@ -8,10 +8,8 @@ Status = Literal["passed", "failed", "skipped"]
 
 
 class ContractViolation(AssertionError):
-    """A plugin breaks one or more contract properties; ``report`` holds every result.
-
-    An ``AssertionError`` so pytest shows it as a plain test failure with the message below.
-    """
+    """A plugin breaks one or more contract properties; ``report`` holds every result. An ``AssertionError``
+    so pytest shows it as a plain test failure with the message below."""
 
     def __init__(self, message: str, report: "ContractReport | None" = None) -> None:
         super().__init__(message)
@@ -56,14 +54,11 @@ class ContractReport:
 
     def __str__(self) -> str:
         failed = self.failed
-        head = (f"plugin {self.plugin!r} honours the contract" if not failed else
-                f"plugin {self.plugin!r} violates {len(failed)} contract propert{'y' if len(failed) == 1 else 'ies'}:")
-        lines = [head]
+        lines = [f"plugin {self.plugin!r} violates {len(failed)} contract propert{'y' if len(failed) == 1 else 'ies'}:"
+                 if failed else f"plugin {self.plugin!r} honours the contract"]
         lines += [f"  - {r.check}: {r.message}" for r in failed]
         passed = [r.check for r in self.results if r.status == "passed"]
         skipped = [f"{r.check} ({r.message})" for r in self.results if r.status == "skipped"]
-        if passed:
-            lines.append(f"  passed: {', '.join(passed)}")
-        if skipped:
-            lines.append(f"  skipped: {', '.join(skipped)}")
+        lines += [f"  {label}: {', '.join(names)}" for label, names in (("passed", passed), ("skipped", skipped))
+                  if names]
         return "\n".join(lines)

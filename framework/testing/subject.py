@@ -52,8 +52,10 @@ def resolve_plugin(plugin: str | Plugin) -> Plugin:
                       f"point); installed: {', '.join(sorted(found.plugins)) or '(none)'}")
 
 
-def compose_model_config(plugin: Plugin, option: str, extra: tuple[str, ...] = ()) -> tuple[dict, dict]:
-    """(resolved ``model`` dict, resolved ``data`` dict) from the real ``conf/`` tree with ``model=<option>``."""
+@lru_cache(maxsize=64)
+def compose_model_config(plugin: Plugin, option: str) -> tuple[dict, dict]:
+    """(resolved ``model`` dict, resolved ``data`` dict) from the real ``conf/`` tree with ``model=<option>``,
+    composed once per (plugin, option) per process (callers use ``composed``, which copies)."""
     from hydra import compose, initialize_config_module
     from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
@@ -71,26 +73,22 @@ def compose_model_config(plugin: Plugin, option: str, extra: tuple[str, ...] = (
                                          provider="archlab-contract-kit")
     with initialize_config_module(config_module="conf", version_base="1.3"):
         for group in DATA_GROUPS.get(plugin.objective, ("synthetic",)):
-            overrides = [f"model={option}", f"data={group}", *DATA_OVERRIDES, *extra]
+            overrides = [f"model={option}", f"data={group}", *DATA_OVERRIDES]
             try:
                 cfg = compose(config_name="train", overrides=overrides)
                 break
             except Exception:
                 if group == "synthetic":
                     raise
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    return model, data
+    return OmegaConf.to_container(cfg.model, resolve=True), OmegaConf.to_container(cfg.data, resolve=True)
 
 
 def shrink(config_class: type, values: dict[str, Any], owner: str) -> dict[str, Any]:
     """``values`` with each shared size key made small, one key at a time, keeping only what validates."""
-    names = {f.name for f in dataclasses.fields(config_class)}
+    names = [f.name for f in dataclasses.fields(config_class)]
     candidates = {k: v for k, v in SHRINK.items() if k in names}
-    for name in names:
-        current = values.get(name)
-        if _LAYER_COUNT.match(name) and name not in candidates and isinstance(current, int) and current > 2:
-            candidates[name] = 2
+    candidates.update({n: 2 for n in names if _LAYER_COUNT.match(n) and n not in candidates
+                       and isinstance(values.get(n), int) and values[n] > 2})
     if isinstance(values.get("n_kv_heads"), int):
         candidates["n_kv_heads"] = 1
     out = dict(values)
@@ -169,14 +167,13 @@ class Subject:
             return self.forward(model, **inputs).logits.float()
 
 
-@lru_cache(maxsize=64)
-def _composed(plugin: Plugin, option: str) -> tuple[dict, dict]:
-    return compose_model_config(plugin, option)
-
-
 def composed(plugin: Plugin, option: str) -> tuple[dict, dict]:
-    """``compose_model_config`` once per (plugin, option) per process; callers get their own copies."""
-    return copy.deepcopy(_composed(plugin, option))
+    """Copies of ``compose_model_config``'s (model, data), the model's ``plugin:`` key checked and removed."""
+    model, data = copy.deepcopy(compose_model_config(plugin, option))
+    named = model.pop("plugin", None)
+    if named != plugin.name:
+        raise ConfigError(f"model={option}: its YAML says `plugin: {named}`, expected `plugin: {plugin.name}`")
+    return model, data
 
 
 def default_option(plugin: Plugin) -> str:
@@ -186,23 +183,31 @@ def default_option(plugin: Plugin) -> str:
 
     if plugin.config_package:
         try:
-            if (resources.files(plugin.config_package) / "model" / f"{plugin.name}.yaml").is_file():
-                return plugin.name
+            if not (resources.files(plugin.config_package) / "model" / f"{plugin.name}.yaml").is_file():
+                return f"{plugin.name}_defaults"
         except ModuleNotFoundError:
-            return plugin.name
-        return f"{plugin.name}_defaults"
+            pass  # composing model=<name> reports it
     return plugin.name
 
 
-def make_subject(plugin: Plugin, option: str | None = None, overrides: Mapping[str, Any] | None = None) -> Subject:
-    """Compose ``model=<option>`` (default: ``default_option``), shrink it, apply ``overrides``."""
-    option = option or default_option(plugin)
-    model, data = composed(plugin, option)
-    named = model.pop("plugin", None)
-    if named != plugin.name:
-        raise ConfigError(f"model={option}: its YAML says `plugin: {named}`, expected `plugin: {plugin.name}`")
-    owner = f"model ({plugin.name})"
-    validate_config(plugin.config_class, model, owner=owner)  # the full-size YAML must validate as written
-    values = shrink(plugin.config_class, model, owner)
+def build_subject(plugin: str | Plugin, model: str | None = None, overrides: Mapping[str, Any] | None = None) -> Subject:
+    """``model=<model>`` (default: ``default_option``) composed, validated at full size, shrunk, ``overrides``
+    applied. If that fails, the config's defaults at test size (``compose_error`` says why), so the other checks
+    still run."""
+    p = resolve_plugin(plugin)
+    option, owner = model or default_option(p), f"model ({p.name})"
+    try:
+        yaml_values, data = composed(p, option)
+        validate_config(p.config_class, yaml_values, owner=owner)  # the full-size YAML must validate as written
+        values = {**shrink(p.config_class, yaml_values, owner), **(overrides or {})}
+        return Subject(plugin=p, option=option, yaml_values=yaml_values, values=values, data=data)
+    except Exception as err:
+        error = f"{type(err).__name__}: {err}"
+    data = {"_target_": "framework.data.SyntheticDataModule", **DATA}
+    values = {}
+    if dataclasses.is_dataclass(p.config_class):  # else config_schema reports it
+        names = {f.name for f in dataclasses.fields(p.config_class)}
+        sizes = {"vocab_size": DATA["vocab_size"], "max_seq_len": DATA["seq_len"]}
+        values = shrink(p.config_class, {k: v for k, v in sizes.items() if k in names}, owner)
     values.update(overrides or {})
-    return Subject(plugin=plugin, option=option, yaml_values=model, values=values, data=data)
+    return Subject(plugin=p, option=option, yaml_values=values, values=values, data=data, compose_error=error)

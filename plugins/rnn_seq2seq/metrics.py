@@ -4,27 +4,19 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
+from framework.metrics import Accumulating
+
 from .config import RNNSeq2SeqConfig
 
 
-class StatMean(Metric):
+class StatMean(Accumulating):
     """Running mean of a scalar ``stats[key]``; logs nothing when the key never appeared."""
 
-    full_state_update = False
-
     def __init__(self, key: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.key = key
-        self.add_state("total", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, stats: dict[str, torch.Tensor]) -> None:
-        if self.key in stats:
-            self.total += stats[self.key].detach().to(self.total.device, torch.float64)
-            self.count += 1
+        super().__init__(key, (), **kwargs)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        return {"mean": (self.total / self.count).float()} if self.count > 0 else {}
+        return {"mean": self.mean_value().float()} if self.count > 0 else {}
 
 
 def rnn_seq2seq_metrics(cfg: RNNSeq2SeqConfig) -> dict[str, Metric]:

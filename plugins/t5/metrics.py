@@ -5,33 +5,23 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
+from framework.metrics import Accumulating
 from framework.nn.moe import moe_metrics
 
 from .config import T5Config
 
 
-class BucketMean(Metric):
+class BucketMean(Accumulating):
     """Mean relative-position bias per bucket (over heads): which distances the model favours.
 
     compute() -> {"bucket0": ..., ..., "near_minus_far": bucket 0 minus the last bucket}."""
 
-    full_state_update = False
-
     def __init__(self, key: str, n_buckets: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.key = key
-        self.add_state("total", default=torch.zeros(n_buckets, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, stats: dict[str, torch.Tensor]) -> None:
-        self.total += stats[self.key].detach().to(self.total.device, torch.float64)
-        self.count += 1
+        super().__init__(key, (n_buckets,), **kwargs)
 
     def compute(self) -> dict[str, torch.Tensor]:
-        mean = (self.total / self.count.clamp(min=1)).float()
-        out = {f"bucket{i}": v for i, v in enumerate(mean)}
-        out["near_minus_far"] = mean[0] - mean[-1]
-        return out
+        mean = self.mean_value().float()
+        return {f"bucket{i}": v for i, v in enumerate(mean)} | {"near_minus_far": mean[0] - mean[-1]}
 
 
 def t5_metrics(cfg: T5Config) -> dict[str, Metric]:

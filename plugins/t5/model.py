@@ -9,10 +9,9 @@ import torch
 from torch import nn
 
 from framework.nn.cross_attention import MultiHeadAttention
-from framework.nn.encoder_decoder import AttentionEncoderDecoder, DecoderBlock, EncoderBlock, require_decoder_inputs
+from framework.nn.encoder_decoder import AttentionEncoderDecoder, DecoderBlock, EncoderBlock
 from framework.nn.feedforward import GatedMLP, MLP
-from framework.nn.moe import MoEFeedForward, MoEOutput, collect_moe_stats
-from framework.output import ModelOutput
+from framework.nn.moe import MoEFeedForward
 
 from .config import T5Config
 from .relative_position import RelativePositionBias
@@ -128,27 +127,8 @@ class T5(AttentionEncoderDecoder):
             x = x * self.config.d_model**-0.5  # tied head: rescale, as T5 v1.0 does
         return self.lm_head(x)  # (B, T, V)
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        decoder_input_ids: torch.Tensor | None = None,
-        decoder_attention_mask: torch.Tensor | None = None,
-    ) -> ModelOutput:
-        """input_ids/attention_mask: (B, S) source; decoder_input_ids/decoder_attention_mask: (B, T)
-        (start token + target[:-1]). Returns logits (B, T, V) aligned with the target."""
-        require_decoder_inputs("t5", decoder_input_ids)
-        moe_records: list[MoEOutput] = []  # ffn=moe: encoder then decoder layers
-        enc_rms: list[torch.Tensor] = []
-        dec_rms: list[torch.Tensor] = []
-        memory = self.encode(input_ids, attention_mask, moe_records, enc_rms)
-        logits = self.decode(decoder_input_ids, memory, attention_mask, None, decoder_attention_mask, moe_records,
-                             dec_rms)
-        stats = {"rel_bias_encoder": self.enc_bias.bucket_means(), "rel_bias_decoder": self.dec_bias.bucket_means()}
-        stats.update(self.shared_stats(enc_rms, dec_rms))  # resid/rms/..., attn/.../{encoder,decoder,cross}
-        stats.update(collect_moe_stats(moe_records))
-        aux = sum((m.aux_loss for m in moe_records), logits.new_zeros((), dtype=torch.float32))
-        return ModelOutput(logits=logits, aux_loss=aux, stats=stats)
+    def own_stats(self) -> dict[str, torch.Tensor]:
+        return {"rel_bias_encoder": self.enc_bias.bucket_means(), "rel_bias_decoder": self.dec_bias.bucket_means()}
 
 
 def build_t5(cfg: T5Config) -> T5:

@@ -1,7 +1,7 @@
 """The original Transformer (Vaswani et al. 2017): encoder-decoder with sinusoidal positions,
 post-norm residual blocks ``LayerNorm(x + Dropout(sublayer(x)))``, ReLU FFN, one embedding matrix
-shared by source, target and output projection (scaled by sqrt(d_model) on input); label smoothing is the
-core's ``loss.label_smoothing``."""
+shared by source, target and output projection (scaled by sqrt(d_model) on input); label smoothing (the
+paper's 0.1) is the core's ``loss.label_smoothing``, not an auxiliary loss here."""
 from __future__ import annotations
 
 import math
@@ -12,8 +12,7 @@ from torch import nn
 
 from framework.nn import MLP, sinusoidal_table
 from framework.nn.cross_attention import MultiHeadAttention
-from framework.nn.encoder_decoder import AttentionEncoderDecoder, DecoderBlock, EncoderBlock, require_decoder_inputs
-from framework.output import ModelOutput
+from framework.nn.encoder_decoder import AttentionEncoderDecoder, DecoderBlock, EncoderBlock
 
 from .config import TransformerConfig
 
@@ -80,24 +79,6 @@ class Transformer(AttentionEncoderDecoder):
 
     def max_decoder_positions(self) -> int:
         return self.config.max_seq_len  # the position table bounds the decoder input
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        decoder_input_ids: torch.Tensor | None = None,
-        decoder_attention_mask: torch.Tensor | None = None,
-    ) -> ModelOutput:
-        """input_ids/attention_mask: (B, S) source; decoder_input_ids/decoder_attention_mask: (B, T)
-        (start token + target[:-1]). Returns logits (B, T, V) aligned with the target."""
-        require_decoder_inputs("transformer", decoder_input_ids)
-        enc_rms: list[torch.Tensor] = []
-        dec_rms: list[torch.Tensor] = []
-        memory = self.encode(input_ids, attention_mask, None, enc_rms)
-        logits = self.decode(decoder_input_ids, memory, attention_mask, None, decoder_attention_mask, None, dec_rms)
-        stats = self.shared_stats(enc_rms, dec_rms)  # resid/rms/..., attn/.../{encoder,decoder,cross}, core-logged
-        # Label smoothing (the paper's 0.1) is the core's loss.label_smoothing: no auxiliary term here.
-        return ModelOutput(logits=logits, aux_loss=logits.new_zeros((), dtype=torch.float32), stats=stats)
 
 
 def build_transformer(cfg: TransformerConfig) -> Transformer:

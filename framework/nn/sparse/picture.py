@@ -1,4 +1,7 @@
-"""Attention-pattern picture: which keys each query attends to, for a short sequence (PNG / W&B image)."""
+"""Attention-pattern picture: which keys each query attends to, for a short sequence (PNG / W&B image).
+
+matplotlib (the dev extra) draws titled, labelled panels; a plain install draws the same masks with NumPy alone,
+so training a sparse model never needs it."""
 from __future__ import annotations
 
 import io
@@ -28,6 +31,27 @@ def pattern_png(masks: dict[str, torch.Tensor], title: str = "") -> bytes:
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return buf.getvalue()
+
+
+def pattern_image(masks: dict[str, torch.Tensor], title: str = "") -> np.ndarray:
+    """(H, W, 3) uint8 picture of the masks: matplotlib's when installed, else ``mask_panels``."""
+    try:
+        return png_to_array(pattern_png(masks, title))
+    except ImportError:
+        return mask_panels(masks)
+
+
+def mask_panels(masks: dict[str, torch.Tensor], scale: int = 2, gap: int = 8) -> np.ndarray:
+    """The (T, T) masks side by side, black = attended, each cell ``scale`` pixels, white gaps between panels."""
+    panels = [np.kron(~m.cpu().numpy().astype(bool), np.ones((scale, scale), dtype=bool)) for m in masks.values()]
+    height = max(p.shape[0] for p in panels)
+    row = []
+    for panel in panels:
+        padded = np.ones((height, panel.shape[1]), dtype=bool)
+        padded[: panel.shape[0]] = panel
+        row += [padded, np.ones((height, gap), dtype=bool)]
+    gray = (np.concatenate(row[:-1], axis=1) * 255).astype(np.uint8)
+    return np.repeat(gray[:, :, None], 3, axis=2)
 
 
 def png_to_array(png: bytes) -> np.ndarray:

@@ -5,41 +5,28 @@ from __future__ import annotations
 from typing import Callable
 
 from ..subject import Subject
-from .config import check_builds_from_yaml, check_config_schema
-from .forward import (
-    check_aux_loss,
-    check_bidirectional,
-    check_causality,
-    check_decoder_causality,
-    check_encoder_independence,
-    check_encoder_visibility,
-    check_forward_contract,
-    check_padding_invariance,
-    check_predict_mask,
-)
-from .generation import check_generate
-from .training import check_checkpoint_roundtrip, check_gradient_flow, check_learns, check_metrics
+from . import config, forward, generation, training
 
 Check = Callable[[Subject], None]
 
 # Every property, in the order the kit runs them; objective-specific ones name the objectives they apply to.
 CHECKS: dict[str, tuple[Check, tuple[str, ...] | None]] = {
-    "config_schema": (check_config_schema, None),
-    "builds_from_yaml": (check_builds_from_yaml, None),
-    "forward_contract": (check_forward_contract, None),
-    "aux_loss": (check_aux_loss, None),
-    "causality": (check_causality, ("causal_lm",)),
-    "bidirectional": (check_bidirectional, ("masked_lm",)),
-    "decoder_causality": (check_decoder_causality, ("seq2seq",)),
-    "encoder_visibility": (check_encoder_visibility, ("seq2seq",)),
-    "encoder_independence": (check_encoder_independence, ("seq2seq",)),
-    "padding_invariance": (check_padding_invariance, None),
-    "predict_mask": (check_predict_mask, ("masked_lm",)),
-    "gradient_flow": (check_gradient_flow, None),
-    "metrics": (check_metrics, None),
-    "checkpoint_roundtrip": (check_checkpoint_roundtrip, None),
-    "learns": (check_learns, None),
-    "generate": (check_generate, None),
+    "config_schema": (config.check_config_schema, None),
+    "builds_from_yaml": (config.check_builds_from_yaml, None),
+    "forward_contract": (forward.check_forward_contract, None),
+    "aux_loss": (forward.check_aux_loss, None),
+    "causality": (forward.check_causality, ("causal_lm",)),
+    "bidirectional": (forward.check_bidirectional, ("masked_lm",)),
+    "decoder_causality": (forward.check_decoder_causality, ("seq2seq",)),
+    "encoder_visibility": (forward.check_encoder_visibility, ("seq2seq",)),
+    "encoder_independence": (forward.check_encoder_independence, ("seq2seq",)),
+    "padding_invariance": (forward.check_padding_invariance, None),
+    "predict_mask": (forward.check_predict_mask, ("masked_lm",)),
+    "gradient_flow": (training.check_gradient_flow, None),
+    "metrics": (training.check_metrics, None),
+    "checkpoint_roundtrip": (training.check_checkpoint_roundtrip, None),
+    "learns": (training.check_learns, None),
+    "generate": (generation.check_generate, None),
 }
 
 

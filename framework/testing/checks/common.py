@@ -1,6 +1,8 @@
 """Helpers every check shares: failing with a message, comparing logits with a tolerance."""
 from __future__ import annotations
 
+from typing import NoReturn
+
 import torch
 
 from ..report import ContractViolation
@@ -8,7 +10,7 @@ from ..report import ContractViolation
 ATOL = 1e-4  # float32 outputs of tiny models; leaks and mask bugs move logits by far more
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     raise ContractViolation(message)
 
 

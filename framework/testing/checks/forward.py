@@ -1,7 +1,7 @@
 """Forward properties: the output contract, aux_loss, what each position may see, padding."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -43,40 +43,49 @@ def check_aux_loss(s: Subject) -> None:
     """aux_loss is a finite float scalar, in train and eval mode."""
     for mode in ("train", "eval"):
         model = s.build().train(mode == "train")
-        out = s.forward(model, **s.inputs(s.tokens(2, min(8, s.seq_len), seed=2)))
-        aux = out.aux_loss
+        aux = s.forward(model, **s.inputs(s.tokens(2, min(8, s.seq_len), seed=2))).aux_loss
         if not torch.is_tensor(aux) or aux.shape != ():
             fail(f"aux_loss ({mode} mode) has shape {tuple(getattr(aux, 'shape', ()))}, expected a scalar ()")
         if not aux.is_floating_point() or not torch.isfinite(aux):
             fail(f"aux_loss ({mode} mode) is {aux}, expected a finite float scalar")
 
 
-def check_causality(s: Subject) -> None:
-    """causal_lm: changing a sequence's tokens after position p never changes its logits at positions <= p."""
-    model = s.build().eval()
-    t = min(12, s.seq_len)
-    base = s.tokens(2, t, seed=3)
-    ref = s.logits(model, **s.inputs(base))
+def _future_leak(s: Subject, model: torch.nn.Module, base: torch.Tensor,
+                 inputs: Callable[[torch.Tensor], dict[str, torch.Tensor]], seed: int) -> tuple[int, int, float] | None:
+    """The first (p, leaked position, max |diff|) where changing ``base`` after position p changes logits at <= p."""
+    t = base.shape[1]
+    ref = s.logits(model, **inputs(base))
     for p in range(t - 1):
         row = p % 2  # one sequence of the batch at a time: its own future, not its neighbour's (MoE capacity)
         changed = base.clone()
-        changed[row, p + 1:] = s.tokens(1, t - p - 1, seed=100 + p)[0]
-        out = s.logits(model, **s.inputs(changed))[row]
+        changed[row, p + 1:] = s.tokens(1, t - p - 1, seed=seed + p)[0]
+        out = s.logits(model, **inputs(changed))[row]
         if not close(out[: p + 1], ref[row, : p + 1]):
             leaked = next(i for i in range(p + 1) if not close(out[i], ref[row, i]))
-            fail(f"changing the tokens after position {p} changed the logits at position {leaked} "
-                 f"(max |diff| {max_diff(out[: p + 1], ref[row, : p + 1]):.3g}): future tokens leak into the past")
+            return p, leaked, max_diff(out[: p + 1], ref[row, : p + 1])
+    return None
+
+
+def _last_token_changed(s: Subject, ids: torch.Tensor) -> torch.Tensor:
+    changed = ids.clone()
+    changed[:, -1] = (ids[:, -1] % (s.vocab_size - 1)) + 1  # a different non-PAD token at the last position
+    return changed
+
+
+def check_causality(s: Subject) -> None:
+    """causal_lm: changing a sequence's tokens after position p never changes its logits at positions <= p."""
+    leak = _future_leak(s, s.build().eval(), s.tokens(2, min(12, s.seq_len), seed=3), s.inputs, seed=100)
+    if leak:
+        p, leaked, diff = leak
+        fail(f"changing the tokens after position {p} changed the logits at position {leaked} "
+             f"(max |diff| {diff:.3g}): future tokens leak into the past")
 
 
 def check_bidirectional(s: Subject) -> None:
     """masked_lm: a later token changes an earlier position's logits (the model sees both sides)."""
     model = s.build().eval()
-    t = min(12, s.seq_len)
-    base = s.tokens(2, t, seed=4)
-    ref = s.logits(model, **s.inputs(base))
-    changed = base.clone()
-    changed[:, -1] = (base[:, -1] % (s.vocab_size - 1)) + 1  # a different non-PAD token at the last position
-    out = s.logits(model, **s.inputs(changed))
+    base = s.tokens(2, min(12, s.seq_len), seed=4)
+    ref, out = (s.logits(model, **s.inputs(ids)) for ids in (base, _last_token_changed(s, base)))
     if close(out[:, 0], ref[:, 0]):
         fail("changing the last token left the first position's logits unchanged: a masked LM must see "
              "tokens on both sides")
@@ -84,19 +93,12 @@ def check_bidirectional(s: Subject) -> None:
 
 def check_decoder_causality(s: Subject) -> None:
     """seq2seq: changing later decoder inputs never changes earlier decoder logits."""
-    model = s.build().eval()
     src = s.tokens(2, min(8, s.seq_len), seed=5)
-    t = min(8, s.seq_len)
-    dec = s.tokens(2, t, seed=6)
-    ref = s.logits(model, **s.inputs(src, decoder_input_ids=dec))
-    for p in range(t - 1):
-        row = p % 2
-        changed = dec.clone()
-        changed[row, p + 1:] = s.tokens(1, t - p - 1, seed=200 + p)[0]
-        out = s.logits(model, **s.inputs(src, decoder_input_ids=changed))[row]
-        if not close(out[: p + 1], ref[row, : p + 1]):
-            fail(f"changing decoder_input_ids after position {p} changed earlier decoder logits "
-                 f"(max |diff| {max_diff(out[: p + 1], ref[row, : p + 1]):.3g}): the decoder sees the future")
+    dec = s.tokens(2, min(8, s.seq_len), seed=6)
+    leak = _future_leak(s, s.build().eval(), dec, lambda d: s.inputs(src, decoder_input_ids=d), seed=200)
+    if leak:
+        fail(f"changing decoder_input_ids after position {leak[0]} changed earlier decoder logits "
+             f"(max |diff| {leak[2]:.3g}): the decoder sees the future")
 
 
 def check_encoder_visibility(s: Subject) -> None:
@@ -104,10 +106,7 @@ def check_encoder_visibility(s: Subject) -> None:
     model = s.build().eval()
     src = s.tokens(2, min(8, s.seq_len), seed=7)
     dec = s.tokens(2, 4, seed=8)
-    ref = s.logits(model, **s.inputs(src, decoder_input_ids=dec))
-    changed = src.clone()
-    changed[:, -1] = (src[:, -1] % (s.vocab_size - 1)) + 1
-    out = s.logits(model, **s.inputs(changed, decoder_input_ids=dec))
+    ref, out = (s.logits(model, **s.inputs(ids, decoder_input_ids=dec)) for ids in (src, _last_token_changed(s, src)))
     if close(out[:, 0], ref[:, 0]):
         fail("changing the last source token left the first decoder position unchanged: the decoder must "
              "attend to the whole encoded source")
@@ -122,9 +121,8 @@ def check_encoder_independence(s: Subject) -> None:
     original = model.encode
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        result = original(*args, **kwargs)
-        captured.append(result)
-        return result
+        captured.append(original(*args, **kwargs))
+        return captured[-1]
 
     src = s.tokens(2, min(8, s.seq_len), seed=9)
     model.encode = spy  # instance attribute shadows the method for this model only
@@ -143,15 +141,10 @@ def check_encoder_independence(s: Subject) -> None:
 
 
 def _first_tensor(value: Any) -> torch.Tensor | None:
-    if torch.is_tensor(value):
-        return value
     if isinstance(value, ModelOutput):
         return value.logits
-    if isinstance(value, (tuple, list)):
-        return next((v for v in value if torch.is_tensor(v)), None)
-    if isinstance(value, dict):
-        return next((v for v in value.values() if torch.is_tensor(v)), None)
-    return None
+    candidates = value.values() if isinstance(value, dict) else value if isinstance(value, (tuple, list)) else [value]
+    return next((v for v in candidates if torch.is_tensor(v)), None)
 
 
 def check_padding_invariance(s: Subject) -> None:
@@ -167,8 +160,7 @@ def check_padding_invariance(s: Subject) -> None:
     other = ids.clone()
     other[0, real:] = s.tokens(1, t - real, seed=13)
     dec = s.tokens(2, 4, seed=14) if s.objective == "seq2seq" else None
-    ref = s.logits(model, **s.inputs(ids, mask, decoder_input_ids=dec))
-    out = s.logits(model, **s.inputs(other, mask, decoder_input_ids=dec))
+    ref, out = (s.logits(model, **s.inputs(x, mask, decoder_input_ids=dec)) for x in (ids, other))
     keep = slice(None) if s.objective == "seq2seq" else slice(0, real)  # seq2seq: all decoder positions
     if not close(out[0, keep], ref[0, keep]):
         fail(f"changing padded tokens (attention_mask=0) changed the logits at real positions "

@@ -1,8 +1,7 @@
 """Training properties: gradients, metrics, checkpoints, learning on a synthetic task."""
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+import io
 from typing import Any
 
 import torch
@@ -10,12 +9,12 @@ import torch
 from ...config_schema import validate_config
 from ...lit_module import IGNORE_INDEX, token_loss
 from ...nn.attention_stats import record_attention_stats
-
-CORE_NAMESPACES = {"train", "val", "perf", "model"}  # log keys the core writes
 from ...output import ModelOutput
 from ..report import CheckSkipped
 from ..subject import Subject
 from .common import close, fail, max_diff
+
+CORE_NAMESPACES = {"train", "val", "perf", "model"}  # log keys the core writes
 
 
 def _loss(out: ModelOutput, labels: torch.Tensor) -> torch.Tensor:
@@ -33,19 +32,11 @@ def check_gradient_flow(s: Subject) -> None:
         out = s.forward(model, **inputs)
         labels = torch.randint(0, s.vocab_size, out.logits.shape[:2], generator=torch.Generator().manual_seed(seed))
         _loss(out, labels).backward()
-    missing, bad = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if p.grad is None:
-            missing.append(name)
-        elif not torch.isfinite(p.grad).all():
-            bad.append(name)
-    problems = []
-    if missing:
-        problems.append(f"no gradient reaches {', '.join(missing)}")
-    if bad:
-        problems.append(f"non-finite gradient for {', '.join(bad)}")
+    trainable = [(name, p.grad) for name, p in model.named_parameters() if p.requires_grad]
+    missing = [name for name, grad in trainable if grad is None]
+    bad = [name for name, grad in trainable if grad is not None and not torch.isfinite(grad).all()]
+    problems = [f"{what} {', '.join(names)}" for what, names in
+                (("no gradient reaches", missing), ("non-finite gradient for", bad)) if names]
     if problems:
         fail("; ".join(problems) + " (freeze unused parameters with requires_grad=False or remove them)")
 
@@ -93,12 +84,10 @@ def check_metrics(s: Subject) -> None:
 
 
 def _flatten(prefix: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for key, sub in value.items():
-            out.update(_flatten(f"{prefix}/{key}", sub))
-        return out
-    return {prefix: value}
+    """A metric's (possibly nested dict) result keyed as logged: ``<name>/<key>``."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    return {k: v for key, sub in value.items() for k, v in _flatten(f"{prefix}/{key}", sub).items()}
 
 
 def check_checkpoint_roundtrip(s: Subject) -> None:
@@ -109,13 +98,13 @@ def check_checkpoint_roundtrip(s: Subject) -> None:
     ref = s.logits(model, **inputs)
     ckpt = {"hyper_parameters": {"plugin_name": s.name, "model_config": dict(s.values)},
             "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "contract.ckpt"
-        torch.save(ckpt, path)
-        try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:
-            fail(f"the checkpoint does not load with weights_only=True: {err}")
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    buffer.seek(0)
+    try:
+        loaded = torch.load(buffer, map_location="cpu", weights_only=True)
+    except Exception as err:
+        fail(f"the checkpoint does not load with weights_only=True: {err}")
     hp = loaded["hyper_parameters"]
     fresh = s.plugin.build(validate_config(s.plugin.config_class, hp["model_config"])).eval()
     torch.manual_seed(1)  # a different init, so a silent no-op load would show
@@ -131,24 +120,20 @@ def check_checkpoint_roundtrip(s: Subject) -> None:
 
 
 def _training_batch(s: Subject) -> dict[str, torch.Tensor]:
-    """A fixed batch of the framework's own synthetic task for this objective; if the data layer does not
-    build this objective yet, a kit-made one (causal: next token; masked: reconstruct; seq2seq: copy)."""
+    """A fixed batch of the framework's own synthetic task for this objective. The synthetic data builds
+    causal_lm and masked_lm batches; a seq2seq plugin composed only with it (its config does not compose with
+    data=seq2seq) gets a kit-made copy task."""
     from ...data.build import build_datamodule
     from ...data.errors import DataConfigError
 
     try:
-        dm = build_datamodule({**s.data, "_target_": s.data["_target_"]}, objective=s.objective)
+        dm = build_datamodule(dict(s.data), objective=s.objective)
         dm.setup("fit")
         return next(iter(dm.train_dataloader()))
     except DataConfigError:
-        pass
+        if s.objective != "seq2seq":
+            raise
     ids = s.tokens(8, s.seq_len, seed=19)
-    if s.objective == "causal_lm":
-        labels = torch.roll(ids, -1, dims=1)
-        labels[:, -1] = IGNORE_INDEX
-        return {"input_ids": ids, "labels": labels}
-    if s.objective == "masked_lm":
-        return {"input_ids": ids, "labels": ids.clone()}
     dec = torch.cat([torch.zeros(8, 1, dtype=torch.long), ids[:, :-1]], dim=1)
     return {"input_ids": ids, "decoder_input_ids": dec, "labels": ids.clone()}
 

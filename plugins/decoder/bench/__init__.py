@@ -7,5 +7,6 @@
   rnn       LSTM / GRU stacks vs a GPT of similar size: training, generation, state per sequence (``rnn.py``)
   sparse    cost of each sparse attention kernel vs dense SDPA: time and peak memory (``sparse.py``)
 
-Timing and table helpers come from ``framework.bench.common``. Nothing here is imported by the core.
+Timing and table helpers come from ``framework.bench.common``, the ours-vs-Hugging-Face harness of ``decoder`` from
+``framework.bench.vs_reference``. Nothing here is imported by the core.
 """

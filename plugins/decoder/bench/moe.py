@@ -24,28 +24,18 @@ are what a shared machine can measure.
 from __future__ import annotations
 
 import argparse
-import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from framework import build_model
-from framework.bench.common import (
-    Column,
-    Timing,
-    autocast,
-    describe_device,
-    format_table,
-    paired_ratios,
-    pick_device,
-    quartiles,
-    time_interleaved,
-)
-from .moe_breakdown import layer_stage_steps, stage_summary
+from framework.bench.common import (Column, Timing, add_device_args, add_int_args, comma_list, describe_device,
+                                    format_table, make_train_step, paired, pick_device, setup_device, time_interleaved,
+                                    token_loss)
+from .moe_breakdown import backward_step, layer_stage_steps, stage_summary
 
 LAYER_TARGET_VS_HF = 1.5      # ours at least 1.5x faster than HF's block
 LAYER_TARGET_VS_DENSE = 1.3   # ours at most 1.3x the time of the dense MLP with the same active parameters
@@ -108,18 +98,13 @@ def build_layers(cfg: BenchConfig, device: torch.device) -> dict[str, nn.Module]
 
 def layer_step(name: str, layer: nn.Module, x: torch.Tensor, grad: torch.Tensor, device: torch.device,
                dtype: str) -> Callable[[], None]:
-    def step() -> None:
-        layer.zero_grad(set_to_none=True)
-        x.grad = None
-        with autocast(device, dtype):
-            out = layer(x)
+    def forward() -> tuple[torch.Tensor, ...]:
+        out = layer(x)
         if name == "ours":  # the balance + z-loss is part of our layer's training cost
-            (out.output * grad).sum().add(out.aux_loss).backward()
-        else:
-            if isinstance(out, tuple):  # transformers 4.x: (hidden states, router logits)
-                out = out[0]
-            (out * grad).sum().backward()
-    return step
+            return out.output, out.aux_loss
+        return (out[0] if isinstance(out, tuple) else out,)  # transformers 4.x: (hidden states, router logits)
+
+    return backward_step(forward, (grad, grad.new_ones(())), [layer], [x], device, dtype)
 
 
 def active_params(name: str, layer: nn.Module, cfg: BenchConfig) -> int:
@@ -145,17 +130,13 @@ def build_models(cfg: BenchConfig, device: torch.device) -> dict[str, nn.Module]
 
 def train_step(model: nn.Module, batch: torch.Tensor, device: torch.device, dtype: str,
                optimizer: bool = True) -> Callable[[], None]:
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as conf/optimizer/adamw.yaml
+    """forward + fp32 cross-entropy + aux loss + backward (+ fused AdamW, as conf/optimizer/adamw.yaml)."""
+    def loss() -> torch.Tensor:
+        out = model(batch[:, :-1])
+        return token_loss(out.logits, batch[:, 1:]) + out.aux_loss
 
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with autocast(device, dtype):
-            out = model(batch[:, :-1])
-        loss = F.cross_entropy(out.logits.flatten(0, 1).float(), batch[:, 1:].flatten()) + out.aux_loss
-        loss.backward()
-        if optimizer:
-            opt.step()
-    return step
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True) if optimizer else None
+    return make_train_step(loss, model, opt, device, dtype)
 
 
 # --- run ------------------------------------------------------------------------------------------
@@ -164,19 +145,16 @@ def train_step(model: nn.Module, batch: torch.Tensor, device: torch.device, dtyp
 def _rows(group: str, timings: dict[str, Timing], baseline: str, work: float, extra: dict[str, dict]) -> list[dict]:
     rows = []
     for name, t in timings.items():
-        ratios = paired_ratios(t, timings[baseline])  # this variant's time / baseline's, round by round
-        q1, q3 = quartiles(ratios)
+        r = paired(t, timings[baseline])  # this variant's time / baseline's, round by round
         rows.append(dict(group=group, variant=name, ms=1e3 * t.median, spread=t.spread,
-                         time_vs_baseline=statistics.median(ratios), iqr=f"{q1:.2f}-{q3:.2f}",
+                         time_vs_baseline=r.median, iqr=r.iqr,
                          tokens_per_s=work / t.median, baseline=baseline, **extra.get(name, {})))
     return rows
 
 
 def run(cfg: BenchConfig) -> list[dict[str, Any]]:
     """One row per variant: median ms per call, time relative to the group's baseline (paired by round)."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = setup_device(cfg.device, cfg.threads)
     gen = torch.Generator().manual_seed(0)
     layers = build_layers(cfg, device)
     grad = torch.randn(1, cfg.tokens, cfg.d_model, generator=gen).to(device)
@@ -258,13 +236,10 @@ def report(rows: Sequence[dict[str, Any]], cfg: BenchConfig) -> str:
 
 def parse_args(argv: Sequence[str]) -> BenchConfig:
     p = argparse.ArgumentParser(prog="archlab bench moe", description=__doc__.split("\n")[0])
-    d = BenchConfig()
-    for name in ("n_experts", "top_k", "d_model", "hidden", "tokens", "steps", "warmup", "layers", "heads",
-                 "batch", "seq", "vocab"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(d, name))
+    add_int_args(p, BenchConfig(), "n_experts", "top_k", "d_model", "hidden", "tokens", "steps", "warmup", "layers",
+                 "heads", "batch", "seq", "vocab")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
+    add_device_args(p)
     p.add_argument("--no-model", action="store_true", help="only the layer benchmark")
     p.add_argument("--breakdown", action="store_true",
                    help="also time the layer stage by stage and the models without the optimizer step")
@@ -274,8 +249,7 @@ def parse_args(argv: Sequence[str]) -> BenchConfig:
     if a.top_k > a.n_experts or min(a.steps, a.tokens, a.n_experts) < 1:
         p.error("need 1 <= top_k <= n_experts, steps >= 1, tokens >= 1")
     values = {k: v for k, v in vars(a).items() if k not in ("no_model", "hf_impls")}
-    impls = tuple(i.strip() for i in a.hf_impls.split(",") if i.strip())
-    return BenchConfig(**values, model=not a.no_model, hf_impls=impls)
+    return BenchConfig(**values, model=not a.no_model, hf_impls=comma_list(a.hf_impls))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

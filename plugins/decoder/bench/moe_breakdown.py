@@ -14,7 +14,7 @@ the optimizer step, so the train-step ratio can be split into the layers and Ada
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -22,6 +22,22 @@ from torch import nn
 from framework.bench.common import autocast
 
 STAGES = ("experts", "+dispatch", "+gates", "full layer")
+
+
+def backward_step(forward: Callable[[], tuple[torch.Tensor, ...]], grads: Sequence[torch.Tensor],
+                  modules: Sequence[nn.Module], inputs: Sequence[torch.Tensor], device: torch.device,
+                  dtype: str) -> Callable[[], None]:
+    """A step: clear the gradients of ``modules`` and ``inputs``, ``forward()`` under autocast, then each output
+    back-propagates its upstream gradient itself (no loss product, whose size would differ per stage)."""
+    def step() -> None:
+        for m in modules:
+            m.zero_grad(set_to_none=True)
+        for t in inputs:
+            t.grad = None
+        with autocast(device, dtype):
+            outs = forward()
+        torch.autograd.backward(outs, [g.to(o.dtype) for o, g in zip(outs, grads)])
+    return step
 
 
 def layer_stage_steps(ours: nn.Module, dense: nn.Module, x: torch.Tensor, grad: torch.Tensor, device: torch.device,
@@ -33,46 +49,29 @@ def layer_stage_steps(ours: nn.Module, dense: nn.Module, x: torch.Tensor, grad: 
         routing = ours.route(ours.router(x.detach().reshape(n, c)), None)
     idx, counts = routing.token_idx, routing.counts
     rows = x.detach().reshape(n, c).index_select(0, idx).requires_grad_()  # (M, C) already in expert order
-    grad_rows = grad.reshape(n, c).index_select(0, idx)
-    # Every row back-propagates the upstream gradient itself (no loss product, whose size differs per stage).
     gate = routing.gate.detach().clone().requires_grad_()
 
-    def reset() -> None:
-        ours.zero_grad(set_to_none=True)
-        x.grad = rows.grad = gate.grad = None
+    def step(forward: Callable[[], tuple[torch.Tensor, ...]], *grads: torch.Tensor) -> Callable[[], None]:
+        return backward_step(forward, grads, (ours, dense), (x, rows, gate), device, dtype)
 
-    def experts() -> None:
-        reset()
-        with autocast(device, dtype):
-            out = ours.experts(rows, counts)
-        out.backward(grad_rows)
+    def dispatched(scale: bool) -> tuple[torch.Tensor]:
+        ys = ours.experts(x.reshape(n, c).index_select(0, idx), counts)
+        if scale:
+            ys = ys * gate.unsqueeze(-1).to(ys.dtype)
+        return (torch.zeros((n, c), dtype=ys.dtype, device=x.device).index_add_(0, idx, ys),)
 
-    def dispatched(scale: bool) -> Callable[[], None]:
-        def step() -> None:
-            reset()
-            with autocast(device, dtype):
-                flat = x.reshape(n, c)
-                ys = ours.experts(flat.index_select(0, idx), counts)
-                if scale:
-                    ys = ys * gate.unsqueeze(-1).to(ys.dtype)
-                out = torch.zeros((n, c), dtype=ys.dtype, device=x.device).index_add_(0, idx, ys)
-            out.backward(grad.reshape(n, c))
-        return step
+    def full() -> tuple[torch.Tensor, torch.Tensor]:
+        out = ours(x)
+        return out.output, out.aux_loss
 
-    def full() -> None:
-        reset()
-        with autocast(device, dtype):
-            out = ours(x)
-        torch.autograd.backward([out.output, out.aux_loss], [grad.to(out.output.dtype), torch.ones_like(out.aux_loss)])
-
-    def dense_mlp() -> None:
-        reset()
-        dense.zero_grad(set_to_none=True)
-        with autocast(device, dtype):
-            out = dense(x)
-        out.backward(grad.to(out.dtype))
-
-    return dict(zip(STAGES + ("dense",), (experts, dispatched(False), dispatched(True), full, dense_mlp)))
+    flat_grad = grad.reshape(n, c)
+    return dict(zip(STAGES + ("dense",), (
+        step(lambda: (ours.experts(rows, counts),), flat_grad.index_select(0, idx)),
+        step(lambda: dispatched(False), flat_grad),
+        step(lambda: dispatched(True), flat_grad),
+        step(full, grad, grad.new_ones(())),
+        step(lambda: (dense(x),), grad),
+    )))
 
 
 def stage_summary(rows: list[dict]) -> list[str]:

@@ -16,10 +16,8 @@ length; the KV cache grows with every token) and the decode FLOPs per token (con
 """
 from __future__ import annotations
 
-import copy
-
 import argparse
-import statistics
+import copy
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,19 +25,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from framework import build_model
-from framework.bench.common import (
-    Column,
-    autocast,
-    describe_device,
-    format_table,
-    paired_ratios,
-    pick_device,
-    quartiles,
-    time_interleaved,
-)
+from framework.bench.common import (Column, add_device_args, add_int_args, autocast, comma_list, describe_device,
+                                    format_table, make_train_step, matmul_params, paired, pick_device,
+                                    require_positive, setup_device, time_interleaved, token_loss)
 
 RNN_CELLS = ("lstm", "gru")
 # A classic stacked RNN as a decoder stack: recurrent layers only, no norms, residuals or channel mixers.
@@ -69,9 +59,8 @@ class BenchConfig:
         for c in self.cells:
             if c not in GATES:
                 raise ValueError(f"cells: {c!r} is not one of {', '.join(GATES)}")
-        for name in ("batch", "gen_batch", "gen_tokens", "d_model", "gpt_layers", "n_heads", "rnn_layers", "steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require_positive(self, "batch", "gen_batch", "gen_tokens", "d_model", "gpt_layers", "n_heads", "rnn_layers",
+                         "steps")
         if not self.seqs or min(self.seqs) <= self.gen_tokens:
             raise ValueError(f"seqs: every length must exceed gen_tokens ({self.gen_tokens}), got {self.seqs}")
         if self.d_model % self.n_heads:
@@ -79,13 +68,6 @@ class BenchConfig:
 
 
 # --- models of a similar size ----------------------------------------------------------------------
-
-
-def matmul_params(model: nn.Module) -> int:
-    """Parameters outside pure embedding lookups (a tied output layer counts: it is a matmul)."""
-    lookups = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    matmuls = {id(m.weight) for m in model.modules() if isinstance(m, nn.Linear)}
-    return sum(p.numel() for p in model.parameters() if id(p) not in lookups or id(p) in matmuls)
 
 
 def rnn_hidden_for(target: int, cell: str, layers: int, vocab: int) -> int:
@@ -112,20 +94,6 @@ def build_variants(cfg: BenchConfig) -> dict[str, nn.Module]:
 
 
 # --- what is timed ---------------------------------------------------------------------------------
-
-
-def make_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, dtype: str) -> Callable[[], None]:
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def step() -> None:
-        with autocast(device, dtype):
-            logits = model(x).logits  # (B, T, V)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
 
 
 def _is_rnn(model: nn.Module) -> bool:
@@ -181,9 +149,7 @@ def decode_flops_per_token(model: nn.Module, context: int) -> float:
 
 def run(cfg: BenchConfig) -> list[dict[str, Any]]:
     """One row per (seq, model): tokens/s of training and generation, ratios vs gpt, state per sequence."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = setup_device(cfg.device, cfg.threads)
     models = {name: m.to(device) for name, m in build_variants(cfg).items()}
     rows: list[dict[str, Any]] = []
     gen = torch.Generator().manual_seed(0)
@@ -193,7 +159,8 @@ def run(cfg: BenchConfig) -> list[dict[str, Any]]:
         train_fns = {}
         for name, model in models.items():
             model.train()
-            train_fns[name] = make_train_step(model, x, y, device, cfg.dtype)
+            train_fns[name] = make_train_step(lambda m=model: token_loss(m(x).logits, y), model,
+                                              torch.optim.AdamW(model.parameters(), lr=1e-4), device, cfg.dtype)
         train_t = time_interleaved(train_fns, device, cfg.steps, cfg.warmup)
 
         context = torch.randint(0, cfg.vocab, (cfg.gen_batch, seq - cfg.gen_tokens), generator=gen).to(device)
@@ -208,8 +175,7 @@ def run(cfg: BenchConfig) -> list[dict[str, Any]]:
         decode_t = time_interleaved(decode_fns, device, cfg.steps, cfg.warmup)
 
         for name, model in models.items():
-            train_ratios = paired_ratios(train_t["gpt"], train_t[name])
-            gen_ratios = paired_ratios(decode_t["gpt"], decode_t[name])
+            train, decode = paired(train_t["gpt"], train_t[name]), paired(decode_t["gpt"], decode_t[name])
             rows.append({
                 "seq": seq,
                 "model": name if name == "gpt" else f"{name} (rnn)",
@@ -218,11 +184,11 @@ def run(cfg: BenchConfig) -> list[dict[str, Any]]:
                          else f"h{model.config.d_model} L{cfg.rnn_layers}"),
                 "params": sum(p.numel() for p in model.parameters()),
                 "train_tokens_per_s": cfg.batch * seq / train_t[name].median,
-                "train_vs_gpt": statistics.median(train_ratios),
-                "train_iqr": "{:.2f}-{:.2f}".format(*quartiles(train_ratios)),
+                "train_vs_gpt": train.median,
+                "train_iqr": train.iqr,
                 "gen_tokens_per_s": cfg.gen_batch * cfg.gen_tokens / decode_t[name].median,
-                "gen_vs_gpt": statistics.median(gen_ratios),
-                "gen_iqr": "{:.2f}-{:.2f}".format(*quartiles(gen_ratios)),
+                "gen_vs_gpt": decode.median,
+                "gen_iqr": decode.iqr,
                 "state_kib": memory_bytes[name] / 1024,
                 "decode_mflops": decode_flops_per_token(model, seq) / 1e6,
             })
@@ -264,29 +230,18 @@ def report(rows: Sequence[dict[str, Any]], cfg: BenchConfig, device: torch.devic
 
 def parse_args(argv: Sequence[str]) -> BenchConfig:
     p = argparse.ArgumentParser(prog="archlab bench rnn", description=" ".join(__doc__.split("\n\n")[0].split()))
+    d = BenchConfig()
     p.add_argument("--seqs", default="256,2048", help="comma-separated sequence lengths")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--gen-batch", type=int, default=1)
-    p.add_argument("--gen-tokens", type=int, default=32)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--gpt-layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--rnn-layers", type=int, default=2)
+    add_int_args(p, d, "batch", "gen_batch", "gen_tokens", "d_model", "gpt_layers")
+    p.add_argument("--heads", dest="n_heads", type=int, default=d.n_heads)
+    add_int_args(p, d, "rnn_layers")
     p.add_argument("--cells", default="lstm,gru")
-    p.add_argument("--vocab", type=int, default=256)
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
+    add_int_args(p, d, "vocab", "steps", "warmup")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int, default=None)
-    a = p.parse_args(list(argv))
+    add_device_args(p)
+    a = vars(p.parse_args(list(argv)))
     try:
-        return BenchConfig(
-            seqs=tuple(int(s) for s in a.seqs.split(",") if s.strip()), batch=a.batch, gen_batch=a.gen_batch,
-            gen_tokens=a.gen_tokens, d_model=a.d_model, gpt_layers=a.gpt_layers, n_heads=a.heads,
-            rnn_layers=a.rnn_layers, cells=tuple(c.strip() for c in a.cells.split(",") if c.strip()), vocab=a.vocab,
-            steps=a.steps, warmup=a.warmup, dtype=a.dtype, device=a.device, threads=a.threads,
-        )
+        return BenchConfig(**a | dict(seqs=tuple(int(s) for s in comma_list(a["seqs"])), cells=comma_list(a["cells"])))
     except ValueError as err:
         p.error(str(err))
 

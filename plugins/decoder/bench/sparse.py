@@ -29,13 +29,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from framework.bench.common import (
-    Column,
-    describe_device,
-    format_table,
-    paired_ratio,
-    time_interleaved,
-)
+from framework.bench.common import Column, describe_device, format_table, paired_ratio, time_interleaved
 
 PATTERNS = ("sliding_window", "longformer", "bigbird", "strided", "fixed", "lsh")
 DEFAULT_LENGTHS = (1024, 4096, 16384, 32768)
@@ -43,11 +37,7 @@ DEFAULT_LENGTHS = (1024, 4096, 16384, 32768)
 
 def _attention_fn(kind: str, t: int, heads: int, head_dim: int, window: int, block: int) -> Callable:
     """fn(q, k, v) -> out for one kind; shapes (1, H, T, D)."""
-    from framework.nn.sparse import (
-        SparseAttentionConfig,
-        block_sparse_attention,
-        build_patterns,
-    )
+    from framework.nn.sparse import SparseAttentionConfig, block_sparse_attention, build_patterns
     from framework.nn.sparse.lsh import lsh_attention, make_rotations
 
     if kind == "dense":
