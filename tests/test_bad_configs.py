@@ -123,3 +123,13 @@ def test_bad_checkpoint_files_get_one_line(tmp_path, run_dir, capsys, content):
     code, err = _train([f"ckpt_path={path}"], run_dir, capsys)
     assert code == 2 and "Traceback" not in err
     assert str(path) in err and ("not a checkpoint" in err or "not written by archlab" in err), err
+
+
+def test_resuming_a_checkpoint_of_another_model_names_the_field(tmp_path, capsys):
+    first = tmp_path / "first"
+    assert main(["train", f"hydra.run.dir={first}", "logger=csv", "trainer.max_steps=2", "sample.prompt=null"]) == 0
+    last = first / "checkpoints" / "last.ckpt"
+    code, err = _train([f"ckpt_path={last}", "model.d_model=64"], tmp_path / "second", capsys)
+    assert code == 2 and "model.d_model=128 (this run: 64)" in err and "Traceback" not in err
+    code, err = _train([f"ckpt_path={last}", "model=bert"], tmp_path / "third", capsys)
+    assert code == 2 and "checkpoint of model plugin 'decoder'" in err

@@ -89,10 +89,11 @@ def _interrupted_vs_straight(tmp_path: Path, extra: list[str]) -> tuple[dict, di
 @pytest.mark.parametrize("extra", [
     TEXT,                                                                 # the default: gpt on Shakespeare
     TEXT + ["model.dropout=0.1"],                                         # RNG continues (dropout masks)
+    TEXT + ["trainer.precision=bf16-mixed"],                              # bf16 autocast (CPU kernels: exact too)
     ["data=synthetic", "data.task=copy", "data.length=8", "data.seq_len=16", "data.vocab_size=12",
      "data.n_train=400", "data.n_val=64", "data.batch_size=16"],          # a synthetic task, several epochs
     ["model=lstm", "data.order=contiguous", "model.stateful=true", *TEXT],  # carried TBPTT state
-], ids=["default", "dropout", "synthetic", "stateful_lstm"])
+], ids=["default", "dropout", "bf16", "synthetic", "stateful_lstm"])
 def test_resumed_run_continues_exactly(tmp_path, extra):
     straight, resumed, final_straight, final_resumed = _interrupted_vs_straight(tmp_path, extra)
     assert sorted(resumed) == list(range(31, 61))
@@ -220,7 +221,8 @@ def test_a_failed_save_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary file left
 
 
-def test_sigterm_saves_and_stops_cleanly(tmp_path):
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGUSR1"])
+def test_preemption_signal_saves_and_stops_cleanly(tmp_path, sig):
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "framework.cli", "train", *TINY, "trainer.max_steps=100000",
             f"hydra.run.dir={run_dir}", "trainer.val_check_interval=100000"]
@@ -230,12 +232,12 @@ def test_sigterm_saves_and_stops_cleanly(tmp_path):
     while not list(run_dir.rglob("hparams.yaml")) and time.time() < deadline:  # the fit has begun
         time.sleep(0.1)
     time.sleep(3.0)  # some training steps
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(getattr(signal, sig))
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out[-2000:]
     step = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     assert 0 < step < 100000
-    assert "SIGTERM" in out and "resume=true" in out
+    assert sig in out and "resume=true" in out
 
 
 # --- sweeps -----------------------------------------------------------------------------------------------
@@ -257,7 +259,7 @@ def test_a_sweep_with_a_bad_job_fails_before_any_job_starts(tmp_path, capsys):
     code, _, err = _sweep(["model.d_model=32,33", "optimizer.lr=1e-3,3e-3"], tmp_path / "sweep", capsys)
     assert code == 2
     assert "2 of 4 sweep jobs have a bad config; no job was started" in err
-    assert "job 2 (model.d_model=33 optimizer.lr=0.001" in err and "d_model" in err and "Traceback" not in err
+    assert "job 2 (model.d_model=33 optimizer.lr=0.001): model (decoder): d_model" in err and "Traceback" not in err
     assert not (tmp_path / "sweep").exists()
 
 
@@ -333,3 +335,39 @@ def test_sparse_pattern_figure_without_matplotlib(monkeypatch):
     mask = attn.groups[0][2].mask(64)
     panel = image[:128, :128, 0] == 0  # black = attended, 2 pixels a cell
     assert panel[::2, ::2].tolist() == mask.tolist()
+
+
+def test_a_diverged_run_is_marked_failed_in_wandb(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from framework.wandb_records import read_runs
+
+    for var, value in (("WANDB_MODE", "offline"), ("WANDB_SILENT", "true"), ("WANDB_CONSOLE", "off")):
+        monkeypatch.setenv(var, value)
+    base = [o for o in TINY if o != "logger=csv"] + ["logger=wandb"]
+    train(compose_train(base + ["trainer.max_steps=3"], tmp_path / "good"))
+    with pytest.raises(NonFiniteError):
+        train(compose_train(base + ["trainer.max_steps=30", "optimizer.lr=1e6", "trainer.gradient_clip_val=null"],
+                            tmp_path / "bad"))
+    (good,), (bad,) = read_runs(tmp_path / "good", wait_s=30), read_runs(tmp_path / "bad", wait_s=30)
+    assert good.exit_code == 0 and bad.exit_code == 1
+
+
+def test_checkpoints_every_n_minutes(tmp_path, monkeypatch):
+    saves = []
+    real = AtomicCheckpointIO.save_checkpoint
+    monkeypatch.setattr(AtomicCheckpointIO, "save_checkpoint",
+                        lambda self, ckpt, path, *a, **k: saves.append(ckpt["global_step"]) or real(self, ckpt, path, *a, **k))
+    train(compose_train(TINY + ["trainer.max_steps=6", "trainer.val_check_interval=1000", "callbacks=none",
+                                "checkpoint.every_n_minutes=0.00001"], tmp_path))
+    assert sorted(set(saves)) == [1, 2, 3, 4, 5, 6]  # every step: more than a few microseconds apart
+
+
+def test_a_diverging_run_exits_3_from_the_command_line(tmp_path, capsys):
+    from framework.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", *TINY, "trainer.max_steps=30", "optimizer.lr=1e6", "trainer.gradient_clip_val=null",
+              f"hydra.run.dir={tmp_path}"])
+    assert exit_.value.code == 3
+    err = capsys.readouterr().err
+    assert "diverged" in err and "at step" in err and "Traceback" not in err

@@ -52,7 +52,9 @@ def check_jobs(jobs: list[list[str]]) -> list[str]:
     from ..train import check_config
 
     problems = []
+    shared = set.intersection(*(set(job) for job in jobs)) if len(jobs) > 1 else set()
     for number, job in enumerate(jobs):
+        named = " ".join(o for o in job if o not in shared) or "no overrides"  # what makes this job itself
         try:
             with initialize_config_module(config_module="conf", version_base="1.3"):
                 cfg = compose(config_name="train", overrides=job)
@@ -60,9 +62,9 @@ def check_jobs(jobs: list[list[str]]) -> list[str]:
                 cfg.paths.output_dir = "<sweep job directory>"  # made by Hydra when the job starts
             check_config(cfg, output_dir_exists=False)
         except (ConfigError, DataConfigError) as err:
-            problems.append(f"job {number} ({' '.join(job)}): {err}")
+            problems.append(f"job {number} ({named}): {err}")
         except Exception as err:  # noqa: BLE001 - e.g. Hydra's composition errors: said per job, not raised
-            problems.append(f"job {number} ({' '.join(job)}): {type(err).__name__}: {err}")
+            problems.append(f"job {number} ({named}): {type(err).__name__}: {err}")
     return problems
 
 
