@@ -133,3 +133,10 @@ def test_resuming_a_checkpoint_of_another_model_names_the_field(tmp_path, capsys
     assert code == 2 and "model.d_model=128 (this run: 64)" in err and "Traceback" not in err
     code, err = _train([f"ckpt_path={last}", "model=bert"], tmp_path / "third", capsys)
     assert code == 2 and "checkpoint of model plugin 'decoder'" in err
+
+
+def test_a_run_directory_that_cannot_be_made_is_named(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("not a directory")
+    code = main(["train", f"hydra.run.dir={tmp_path / 'a_file' / 'run'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "hydra.run.dir" in err and "is a file" in err and "Traceback" not in err

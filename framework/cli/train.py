@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -34,9 +36,23 @@ def _check_model_choice(overrides: list[str]) -> str | None:
     return None
 
 
+def _check_run_dirs(overrides: list[str]) -> str | None:
+    """``hydra.run.dir`` / ``hydra.sweep.dir`` must be creatable: Hydra makes them before any of our checks run."""
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and key in ("hydra.run.dir", "hydra.sweep.dir") and "$" not in value:
+            path = Path(value).expanduser().absolute()
+            existing = next(p for p in (path, *path.parents) if p.exists())
+            if not existing.is_dir():
+                return f"{key}: {existing} is a file, so {path} cannot be a run directory"
+            if not os.access(existing, os.W_OK):
+                return f"{key}: {existing} is not writable, so {path} cannot be created"
+    return None
+
+
 def run_train(argv: list[str]) -> int:
     overrides = [a for a in argv if not a.startswith("-")]
-    problem = _check_model_choice(overrides)
+    problem = _check_model_choice(overrides) or _check_run_dirs(overrides)
     if problem:
         print(f"archlab train: error: {problem}", file=sys.stderr)
         return 2
