@@ -46,7 +46,7 @@ def test_builtin_mixers_come_from_entry_points():
     from framework.mixers import list_mixers
 
     names = {ep.name for ep in entry_points(group="archlab.mixers")}
-    assert {"attention", "longformer", "lstm", "gru", "elman", "mlp", "swiglu", "moe", "none"} <= names
+    assert {"attention", "longformer", "lstm", "gru", "elman", "mamba", "mamba2", "rglru", "mlp", "swiglu", "moe", "none"} <= names
     assert set(list_mixers()) == names
 
 

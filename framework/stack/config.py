@@ -3,7 +3,7 @@
 Each layer is a token mixer then a channel mixer (``framework.mixers``), chosen per layer:
 ``mixer``/``ffn`` for every layer, ``layers``/``ffn_layers`` as a list repeated to ``n_layers``, or
 ``mixer_every``/``ffn_every`` to place one mixer periodically. Mixer options live once in their own
-section (``sparse``, ``moe``, ``rnn``, ``ssm``). The dataclass is the only place a default lives: the Hydra node
+section (``sparse``, ``moe``, ``rnn``, ``ssm``, ``rglru``). The dataclass is the only place a default lives: the Hydra node
 ``model/<plugin>_defaults`` is generated from it, and presets hold only what they change.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from framework.config_schema import ConfigError, check
 from framework.mixers.recurrent import RecurrentConfig
+from framework.mixers.rglru import RGLRUConfig
 from framework.mixers.registry import get_mixer
 from framework.mixers.spec import MixerSpec
 from framework.mixers.ssm import SSMConfig
@@ -23,7 +24,7 @@ from framework.shared_keys import check_shared_keys
 from .layout import Periodic, layer_names
 
 # The fields holding the options of built-in mixers (``MixerSpec.options`` names one); each is a dataclass.
-OPTION_SECTIONS = ("sparse", "moe", "rnn", "ssm")
+OPTION_SECTIONS = ("sparse", "moe", "rnn", "ssm", "rglru")
 
 
 @dataclass
@@ -37,7 +38,7 @@ class StackConfig:
     dropout: float = 0.0          # on embeddings, attention probabilities and residual branches
     max_seq_len: int = 256        # longest context of attention layers (and of a learned position table)
     mixer: str = "attention"      # token mixer of every layer: attention (dense), sliding_window, strided, fixed,
-                                  # longformer, bigbird, lsh, lstm, gru, elman, mamba, mamba2 (archlab plugins -v lists all)
+                                  # longformer, bigbird, lsh, lstm, gru, elman, mamba, mamba2, rglru (archlab plugins -v lists all)
     layers: list[str] | None = None  # token mixer per layer, repeated to n_layers (e.g. [attention, lstm, lstm, lstm])
     mixer_every: Periodic = field(default_factory=Periodic)  # {name, every, offset}: name at layers i % every == offset
     ffn: str = "mlp"              # channel mixer of every layer: mlp, swiglu, geglu, moe, none
@@ -53,12 +54,16 @@ class StackConfig:
     bias: bool = True             # biases in linear layers, norms and recurrent cells (Llama: false)
     tie_weights: bool = True      # output projection shares the token embedding matrix
     init_std: float = 0.02        # std of the normal initialisation (residual output projections: / sqrt(2 * n_layers))
+    embed_scale: float | Literal["sqrt_d_model"] = 1.0  # token embeddings are multiplied by this (Gemma, RecurrentGemma:
+                                  # sqrt_d_model; the head, when tied, uses the unscaled matrix)
+    logit_softcap: float | None = None  # logits = cap * tanh(logits / cap) (Gemma 2, RecurrentGemma: 30); null = off
     stateful: bool = False        # training: carry the detached recurrent state across consecutive batches (TBPTT);
                                   # needs every token mixer recurrent and data.order=contiguous to mean anything
     sparse: SparseAttentionConfig = field(default_factory=SparseAttentionConfig)  # options of the sparse attention kinds
     moe: MoEConfig = field(default_factory=MoEConfig)  # options of the moe channel mixer
     rnn: RecurrentConfig = field(default_factory=RecurrentConfig)  # options of the lstm, gru, elman token mixers
     ssm: SSMConfig = field(default_factory=SSMConfig)  # options of the mamba, mamba2 token mixers
+    rglru: RGLRUConfig = field(default_factory=RGLRUConfig)  # options of the rglru token mixer
     mixer_options: dict[str, Any] = field(default_factory=dict)  # options of third-party mixers, by mixer name
 
     def __post_init__(self) -> None:
@@ -69,6 +74,10 @@ class StackConfig:
         check(self.norm_eps > 0, "norm_eps", f"must be > 0, got {self.norm_eps}")
         check(self.rope_theta > 0, "rope_theta", f"must be > 0, got {self.rope_theta}")
         check(self.init_std > 0, "init_std", f"must be > 0, got {self.init_std}")
+        check(self.embed_scale == "sqrt_d_model" or self.embed_scale > 0, "embed_scale",
+              f"must be > 0 or 'sqrt_d_model', got {self.embed_scale!r}")
+        check(self.logit_softcap is None or self.logit_softcap > 0, "logit_softcap",
+              f"must be > 0 or null, got {self.logit_softcap}")
         for spec in {s.name: s for s in tokens}.values():
             check(spec.causal, "mixer",
                   f"{spec.name!r} cannot be causal, and a decoder predicts the next token from the past only")
@@ -83,7 +92,7 @@ class StackConfig:
         if self.stateful:
             check(all(s.carries == "recurrent" for s in tokens), "stateful",
                   "carries the recurrent state across batches, so every token mixer must be recurrent "
-                  f"(lstm, gru, elman, mamba, mamba2); this stack has {sorted({s.name for s in tokens if s.carries != 'recurrent'})}")
+                  f"(lstm, gru, elman, mamba, mamba2, rglru); this stack has {sorted({s.name for s in tokens if s.carries != 'recurrent'})}")
 
     def _check_options_used(self, specs: list[MixerSpec]) -> None:
         """Options set for a mixer no layer uses are a mistake (a typo in the layer list, a stale override)."""

@@ -73,6 +73,7 @@ class StackLM(nn.Module):
         self.config = cfg
         self.token_specs, self.channel_specs = cfg.token_mixers, cfg.channel_mixers
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.embed_scale = math.sqrt(cfg.d_model) if cfg.embed_scale == "sqrt_d_model" else float(cfg.embed_scale)
         self.pos_emb = nn.Embedding(cfg.max_seq_len, cfg.d_model) if cfg.position == "learned" else None
         if cfg.position == "sinusoidal":
             self.register_buffer("pos_table", sinusoidal_table(cfg.max_seq_len, cfg.d_model), persistent=False)
@@ -157,6 +158,8 @@ class StackLM(nn.Module):
             raise ValueError(f"sequence of {offset + t} tokens exceeds max_seq_len={self.config.max_seq_len} "
                              "of the position table")
         x = self.tok_emb(input_ids)  # (B, T, C)
+        if self.embed_scale != 1.0:  # Gemma / RecurrentGemma: sqrt(d_model)
+            x = x * self.embed_scale
         if self.pos_emb is not None:
             x = x + self.pos_emb(torch.arange(offset, offset + t, device=input_ids.device))
         elif self.config.position == "sinusoidal":
@@ -178,6 +181,8 @@ class StackLM(nn.Module):
             private_c.append(own_c)
             rms.append(residual_rms(x))
         logits = self.lm_head(self.final_norm(x))  # (B, T, V)
+        if self.config.logit_softcap is not None:  # Gemma 2 / RecurrentGemma: cap * tanh(logits / cap)
+            logits = torch.tanh(logits / self.config.logit_softcap) * self.config.logit_softcap
         if state is not None:
             state.length += t
         if carry:
