@@ -2,6 +2,8 @@
 (``pyproject.toml``) and run as ``archlab bench <name>``:
 
   decoder   training throughput of the GPT-2 / Llama settings vs Hugging Face GPT-2 / Llama (``decoder.py``)
+  mixers    every token mixer (attention, sliding window, lstm, gru, mamba, mamba2, rglru) and HF Mamba / Mamba-2 /
+            RecurrentGemma: training and generation tokens/s, decode state bytes per sequence (``mixers.py``)
   moe       the MoE layer vs Hugging Face's Mixtral block and a dense MLP, the MoE model vs dense (``moe.py``;
             ``--breakdown`` adds ``moe_breakdown.py``)
   rnn       LSTM / GRU stacks vs a GPT of similar size: training, generation, state per sequence (``rnn.py``)
