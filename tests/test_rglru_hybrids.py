@@ -27,6 +27,7 @@ from framework.registry import get_plugin, make_config
 from framework.stack import StackLM, stack_metrics
 from framework.train import split_model_config
 from hydra_compose import compose_train
+from corpus_batches import shakespeare_batches
 
 VOCAB = 48
 PRESETS = ("griffin", "jamba", "samba")
@@ -439,14 +440,6 @@ def test_rglru_statistics_are_returned_per_layer_and_logged_by_family_metrics() 
     values = {name: m.compute() for name, m in metrics.items() if name.startswith("rglru/")}
     assert set(values) == {"rglru/decay", "rglru/long_memory", "rglru/input_gate", "rglru/state_norm"}
     assert all(set(v) == {"layer0", "layer2", "mean"} for v in values.values())
-
-
-def shakespeare_batches(n: int, b: int = 8, t: int = 64) -> list[torch.Tensor]:
-    from framework.data.corpus import shakespeare_bytes
-
-    data = shakespeare_bytes()[:200_000].long()
-    starts = torch.randint(0, len(data) - t - 1, (n, b), generator=torch.Generator().manual_seed(0))
-    return [torch.stack([data[s : s + t + 1] for s in row.tolist()]) for row in starts]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

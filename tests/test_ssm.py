@@ -23,6 +23,7 @@ from framework.mixers.ssm_scan import selective_scan, selective_step, ssd_scan, 
 from framework.nn.attention_stats import record_attention_stats
 from framework.registry import make_config
 from framework.stack import StackLM, stack_metrics
+from corpus_batches import shakespeare_batches
 
 VOCAB = 48
 KINDS = ("mamba", "mamba2")
@@ -355,15 +356,6 @@ def test_ssm_statistics_are_returned_per_layer_and_logged_by_family_metrics() ->
     values = {name: m.compute() for name, m in metrics.items() if name.startswith("ssm/")}
     assert set(values) == {"ssm/dt", "ssm/decay", "ssm/long_memory", "ssm/state_norm"}
     assert all(set(v) == {"layer0", "layer2", "mean"} for v in values.values())
-
-
-def shakespeare_batches(n: int, b: int = 8, t: int = 64) -> list[torch.Tensor]:
-    from framework.data.corpus import shakespeare_bytes
-
-    data = shakespeare_bytes()[:200_000].long()
-    gen = torch.Generator().manual_seed(0)
-    starts = torch.randint(0, len(data) - t - 1, (n, b), generator=gen)
-    return [torch.stack([data[s : s + t + 1] for s in row.tolist()]) for row in starts]
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
