@@ -65,6 +65,29 @@ def test_kv_cache_decoding_matches_full_recompute(kind: str) -> None:
     assert torch.equal(with_cache, without)
 
 
+@pytest.mark.parametrize("position", ["rope", "alibi"])
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_a_causal_window_decodes_with_a_bounded_cache(position: str, dilation: int) -> None:
+    """Sliding-window layers keep only their reach ((window - 1) * dilation keys): after a prompt longer
+    than the window, a multi-token chunk and single steps, every step's logits equal a full recomputation
+    and the cache holds the same number of keys after 10 or 19 positions. Global tokens (longformer)
+    keep everything."""
+    sparse = SparseAttentionConfig(window=4, block_size=4, dilation=dilation)
+    model = tiny_lm("sliding_window", position=position, sparse=sparse)
+    seq = torch.randint(0, 32, (2, 20))
+    state = model.new_state()
+    model(seq[:, :7], state=state)
+    model(seq[:, 7:10], state=state)  # a chunk against the trimmed cache
+    reach = 3 * dilation
+    sizes = []
+    for i in range(10, 20):
+        sizes.append({layer.k.shape[-2] for layer in state.layers})
+        step = model(seq[:, i : i + 1], state=state).logits[:, -1]
+        assert_close(step, model(seq[:, : i + 1]).logits[:, -1])
+    assert sizes == [{reach}] * 10 and state.length == 20
+    assert tiny_lm("longformer").new_state().layers[0].keep is None
+
+
 def test_lsh_generates_without_a_cache() -> None:
     out = tiny_lm("lsh", position="rope").generate(torch.randint(0, 32, (1, 3)), 5, temperature=0)
     assert out.shape == (1, 8)

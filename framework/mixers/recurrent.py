@@ -90,7 +90,13 @@ class RecurrentMixer(nn.Module):
         if state is None or state.value is None:
             check_right_padding(attention_mask)
         initial = state.value if state is not None else None
-        h, final = self.cell(x, initial)  # h: (B, T, H)
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # CPU autocast sends LSTM to oneDNN in bf16, which fails ("could not create a primitive descriptor")
+            # on CPUs without native bf16; the recurrence runs in fp32 there, as the SSM scans do.
+            with torch.autocast("cpu", enabled=False):
+                h, final = self.cell(x.float(), _to_float(initial))
+        else:
+            h, final = self.cell(x, initial)  # h: (B, T, H)
         if state is not None:
             state.value = final
         stats = self._stats(x, h, initial)
@@ -115,6 +121,12 @@ class RecurrentMixer(nn.Module):
             if share is not None:
                 stats["saturation"] = share
         return stats
+
+
+def _to_float(value):  # noqa: ANN001, ANN202 - h, (h, c) or None
+    if value is None:
+        return None
+    return tuple(v.float() for v in value) if isinstance(value, tuple) else value.float()
 
 
 def _builder(cell: Cell):

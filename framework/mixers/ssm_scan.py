@@ -263,5 +263,13 @@ def causal_conv(
     if window is None:
         window = xt.new_zeros(b, channels, k - 1)
     full = torch.cat([window.to(xt.dtype), xt], dim=-1)  # (b, C, K - 1 + T)
-    out = F.conv1d(full, weight, bias, groups=channels)  # (b, C, T)
+    if t == 1:
+        # One decode step: a multiply-and-sum over K taps. conv1d here pays oneDNN's set-up per call and, under
+        # bf16 autocast on CPU, falls back to slow_conv2d: measured at d_inner 512, 1 thread, 168 -> 48 us in fp32 and
+        # 4.2 ms -> 0.11 ms under bf16 autocast.
+        out = (full * weight[:, 0].to(full.dtype)).sum(-1, keepdim=True)
+        if bias is not None:
+            out = out + bias.to(out.dtype)[:, None]
+    else:
+        out = F.conv1d(full, weight, bias, groups=channels)  # (b, C, T)
     return out.transpose(1, 2), full[..., full.shape[-1] - (k - 1):]

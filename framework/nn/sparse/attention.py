@@ -76,11 +76,14 @@ class SparseSelfAttention(SelfAttention):
                 q, k = self.rope(q, k, offset)
             if cache is not None:
                 k, v = cache.update(k, v)  # (B, H, S, D): the cache holds expanded heads
-            y = self._static(q, k, v, attention_mask)
+            y = self._static(q, k, v, attention_mask, offset + t)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, self.n_heads * self.head_dim))
 
     def new_state(self) -> KVCache | None:
-        return None if self.kind == "lsh" else KVCache()  # lsh re-hashes the whole context: no cache
+        if self.kind == "lsh":
+            return None  # lsh re-hashes the whole context: no cache
+        reach = [pattern.lookback() for *_, pattern in self.groups]
+        return KVCache(keep=None if None in reach else max(reach))  # a causal window keeps only its reach
 
     def mixer_stats(self) -> dict[str, torch.Tensor]:
         stats = super().mixer_stats()
@@ -95,8 +98,12 @@ class SparseSelfAttention(SelfAttention):
     def _slopes(self, h0: int, h1: int) -> torch.Tensor | None:
         return self.alibi_slopes[h0:h1] if self.position == "alibi" else None
 
-    def _static(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    def _static(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attention_mask: torch.Tensor | None,
+                total: int) -> torch.Tensor:
+        """q: the last t of ``total`` positions; k, v: the last s (s < total once a windowed cache drops keys)."""
         t, s = q.shape[-2], k.shape[-2]
+        if attention_mask is not None:
+            attention_mask = attention_mask[:, -s:]
         outs, pairs = [], 0.0
         # Head groups as one split (its backward is one concatenation), not slices (each slice's gradient
         # would be a full-size zero tensor).
@@ -107,19 +114,21 @@ class SparseSelfAttention(SelfAttention):
                 outs.append(block_sparse_attention(qg, kg, vg, pattern, attention_mask, self._slopes(h0, h1)))
                 pairs += pattern.layout(t, q.device).pairs * (h1 - h0)
             else:  # decoding: the last t of s positions, pattern rows only
-                outs.append(self._rows(qg, kg, vg, pattern, attention_mask, h0, h1))
+                outs.append(self._rows(qg, kg, vg, pattern, attention_mask, h0, h1, total))
         y = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # (B, H, T, D)
         if t == s:
             self.last_density = torch.tensor(pairs / (self.n_heads * full_pairs(t, self.causal)))
         if self.record_stats:
-            self.last_stats = self._static_stats(q, k, attention_mask)
+            self.last_stats = self._static_stats(q, k, attention_mask, total)
         return y
 
     def _row_bias(self, t: int, s: int, attention_mask: torch.Tensor | None, device: torch.device,
-                  rows: torch.Tensor | None = None) -> torch.Tensor:
-        """(B|1, H, R, S) additive bias (0 / -inf, + ALiBi) for query rows ``rows`` of the last t of s positions."""
-        q_pos = torch.arange(s - t, s, device=device) if rows is None else rows + (s - t)
-        keys = torch.arange(s, device=device)
+                  rows: torch.Tensor | None = None, total: int | None = None) -> torch.Tensor:
+        """(B|1, H, R, S) additive bias (0 / -inf, + ALiBi) for query rows ``rows`` of the last t of ``total``
+        positions (default s) against the last s keys."""
+        total = s if total is None else total
+        q_pos = torch.arange(total - t, total, device=device) if rows is None else rows + (total - t)
+        keys = torch.arange(total - s, total, device=device)
         allowed = torch.cat([p.allowed(q_pos[:, None], keys[None, :])[None].expand(h1 - h0, -1, -1)
                              for h0, h1, p in self.groups])[None]  # (1, H, R, S)
         if attention_mask is not None:
@@ -129,9 +138,9 @@ class SparseSelfAttention(SelfAttention):
             bias = bias + self.alibi_slopes.view(1, -1, 1, 1) * (keys[None, :] - q_pos[:, None]).float()
         return bias
 
-    def _rows(self, q, k, v, pattern, attention_mask, h0, h1) -> torch.Tensor:  # noqa: ANN001
+    def _rows(self, q, k, v, pattern, attention_mask, h0, h1, total: int) -> torch.Tensor:  # noqa: ANN001
         t, s = q.shape[-2], k.shape[-2]
-        q_pos, keys = torch.arange(s - t, s, device=q.device), torch.arange(s, device=q.device)
+        q_pos, keys = (torch.arange(total - t, total, device=q.device), torch.arange(total - s, total, device=q.device))
         allowed = pattern.allowed(q_pos[:, None], keys[None, :])[None, None]  # (1, 1, T, S)
         if attention_mask is not None:
             allowed = allowed & (attention_mask.bool()[:, None, None, :] | (q_pos[:, None] == keys[None, :]))
@@ -141,10 +150,11 @@ class SparseSelfAttention(SelfAttention):
             bias = bias + (slopes.view(1, -1, 1, 1) * (keys[None, :] - q_pos[:, None]).float()).to(q.dtype)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
 
-    def _static_stats(self, q: torch.Tensor, k: torch.Tensor, attention_mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    def _static_stats(self, q: torch.Tensor, k: torch.Tensor, attention_mask: torch.Tensor | None,
+                      total: int) -> dict[str, torch.Tensor]:
         t, s = q.shape[-2], k.shape[-2]
         rows = torch.linspace(0, t - 1, min(t, MAX_QUERIES), device=q.device).round().long().unique()
-        bias = self._row_bias(t, s, attention_mask, q.device, rows)
+        bias = self._row_bias(t, s, attention_mask, q.device, rows, total)
         stats = sparsity_stats(q[:, :, rows], k, bias)
         if self.last_density is not None:
             stats["density"] = self.last_density

@@ -79,6 +79,11 @@ class SparsePattern:
     #: positions that are global: they attend to every key and every query attends to them
     global_pos: torch.Tensor = torch.empty(0, dtype=torch.long)
 
+    def lookback(self) -> int | None:
+        """The farthest a query looks back (q - k) when that is bounded (a causal window), else None. Decoding
+        then keeps only that many past keys (Mistral's rolling buffer)."""
+        return None
+
     def regular_offset(self) -> int | None:
         """o when every block's candidates lie in b*BS + o + [0, K) for one o (window-like patterns):
         the kernel then slices keys instead of gathering them."""

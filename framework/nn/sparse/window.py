@@ -40,5 +40,8 @@ class SlidingWindow(SparsePattern):
     def candidate_keys(self, block: int, t: int) -> torch.Tensor:
         return window_candidates(block, self.block_size, t, self.window, self.dilation, self.causal)
 
+    def lookback(self) -> int | None:
+        return (self.window - 1) * self.dilation if self.causal and not len(self.global_pos) else None
+
     def regular_offset(self) -> int | None:
         return -(self.window - 1) * self.dilation if self.dilation == 1 else None
