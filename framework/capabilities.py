@@ -14,7 +14,7 @@ import torch
 from .output import ModelOutput, takes_predict_mask
 
 __all__ = ["CarriesState", "Encodes", "Generates", "HasFigures", "HasGradStats", "PredictsMasked", "ResetsState",
-           "takes_predict_mask"]
+           "StepsWithOptimizer", "takes_predict_mask"]
 
 
 @runtime_checkable
@@ -55,6 +55,14 @@ class CarriesState(ResetsState, Protocol):
     def carried_state(self) -> dict[str, Any] | None: ...
 
     def load_carried_state(self, state: dict[str, Any], device: torch.device) -> None: ...
+
+
+@runtime_checkable
+class StepsWithOptimizer(Protocol):
+    """A module (any submodule of the model) updated after every optimizer step, outside the gradient: e.g. the
+    selection bias of auxiliary-loss-free MoE balancing. Its state belongs in buffers (checkpointed)."""
+
+    def after_optimizer_step(self) -> None: ...
 
 
 @runtime_checkable

@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MeanMetric
 
-from .capabilities import CarriesState, HasFigures, HasGradStats, ResetsState, takes_predict_mask
+from .capabilities import CarriesState, HasFigures, HasGradStats, ResetsState, StepsWithOptimizer, takes_predict_mask
 from .nn.attention_stats import record_attention_stats
 from .optim import param_groups
 from .data.loaders import ResumableLoader
@@ -285,6 +285,17 @@ class ArchitectureModule(L.LightningModule):
             self.model.reset_state()
 
     # ---- optimisation -----------------------------------------------------------------------
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        for module in self._steps_with_optimizer:  # e.g. MoE balancing biases, after the weights moved
+            module.after_optimizer_step()
+
+    @property
+    def _steps_with_optimizer(self) -> list[StepsWithOptimizer]:
+        if not hasattr(self, "_after_step_modules"):
+            self._after_step_modules = [m for m in self.model.modules() if isinstance(m, StepsWithOptimizer)]
+        return self._after_step_modules
+
     def configure_gradient_clipping(self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
                                     gradient_clip_algorithm: str | None = None) -> None:
         """One pass over the gradients: their norm (logged as train/grad_norm), the non-finite guard, clipping."""

@@ -253,7 +253,7 @@ def test_gradient_reaches_router_and_every_expert_with_tokens(router: str) -> No
 def test_stats_are_detached_values() -> None:
     out = layer(n_experts=4, top_k=2)(torch.randn(2, 5, D))
     assert set(out.stats) == {"load", "tokens_per_expert", "dropped_frac", "balance_loss", "z_loss",
-                              "router_confidence", "coselect"}
+                              "router_confidence", "coselect", "max_load"}
     assert all(not v.requires_grad for v in out.stats.values())
     torch.testing.assert_close(out.stats["load"].sum(), torch.tensor(1.0))
     torch.testing.assert_close(out.stats["coselect"].diagonal(), out.stats["load"] * 2)  # k=2: diag = P(chosen)

@@ -31,6 +31,8 @@ def collect_moe(per_layer: list[dict[str, torch.Tensor]]) -> dict[str, torch.Ten
     averaged over layers as the W&B histogram ``moe/load`` (stat ``hist_moe/load``)."""
     stats = {f"moe_{k}": torch.stack([s[k] for s in per_layer]) for k in per_layer[0]}
     stats["hist_moe/load"] = stats["moe_load"].mean(0)
+    if "moe_bias" in stats:  # auxiliary-loss-free balancing: the selection bias, averaged over layers
+        stats["hist_moe/bias"] = stats.pop("moe_bias").mean(0)
     return stats
 
 

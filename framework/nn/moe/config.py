@@ -31,6 +31,16 @@ class MoEConfig:
     balance_loss_weight: float = 1e-2  # Switch load-balancing loss weight (E * sum_i f_i * P_i)
     z_loss_weight: float = 1e-3   # ST-MoE router z-loss weight (mean logsumexp(logits)^2)
     bias: bool = False            # biases in the experts' linear layers
+    # DeepSeekMoE (DeepSeek-V3): sigmoid affinities, group-limited choice, scaled gates, balancing by a bias.
+    score: Literal["softmax", "sigmoid"] = "softmax"  # router affinity; sigmoid: each expert's score on its own
+    norm_topk: bool = True        # sigmoid: gates = the chosen scores renormalised to sum 1 (DeepSeek-V3 norm_topk_prob)
+    routed_scaling: float = 1.0   # routed experts' gates are multiplied by this (DeepSeek-V3: 2.5)
+    n_groups: int = 1             # experts in n_groups groups; tokens choose within the topk_groups best groups
+    topk_groups: int = 1          # (a group's score: the sum of its top-2 affinities; DeepSeek-V3: 8 and 4)
+    bias_balance: bool = False    # auxiliary-loss-free balancing (Wang et al. 2024): a per-expert bias added to the
+                                  # affinities for choosing only, moved after each optimizer step toward balance
+    bias_rate: float = 1e-3       # its update: bias_i += bias_rate * sign(mean load - load_i)
+    seq_balance_loss_weight: float = 0.0  # DeepSeek-V3's sequence-wise balance loss (per sequence E/(kT) sum_i f_i P_i)
 
     def __post_init__(self) -> None:
         check(self.n_experts >= 1, "n_experts", f"must be >= 1, got {self.n_experts}")
@@ -45,6 +55,21 @@ class MoEConfig:
         check(self.n_shared_experts >= 0, "n_shared_experts", f"must be >= 0, got {self.n_shared_experts}")
         for name in ("balance_loss_weight", "z_loss_weight"):
             check(getattr(self, name) >= 0, name, f"must be >= 0, got {getattr(self, name)}")
+        check(self.routed_scaling > 0, "routed_scaling", f"must be > 0, got {self.routed_scaling}")
+        check(self.bias_rate >= 0, "bias_rate", f"must be >= 0, got {self.bias_rate}")
+        check(self.seq_balance_loss_weight >= 0, "seq_balance_loss_weight",
+              f"must be >= 0, got {self.seq_balance_loss_weight}")
+        check(self.n_groups >= 1 and self.n_experts % self.n_groups == 0, "n_groups",
+              f"must be >= 1 and divide n_experts={self.n_experts}, got {self.n_groups}")
+        check(1 <= self.topk_groups <= self.n_groups, "topk_groups",
+              f"must be in [1, n_groups={self.n_groups}], got {self.topk_groups}")
+        reachable = self.topk_groups * (self.n_experts // self.n_groups)
+        check(self.top_k <= reachable, "top_k",
+              f"must be <= topk_groups * experts per group = {reachable} (the experts a token can reach), got {self.top_k}")
+        if self.router == "expert_choice":
+            for name, value, plain in (("score", self.score, "softmax"), ("bias_balance", self.bias_balance, False),
+                                       ("n_groups", self.n_groups, 1)):
+                check(value == plain, name, f"is a token-choice option; expert_choice routing needs {plain!r}")
         if self.router == "expert_choice":
             check(not self.dropless, "dropless",
                   "expert_choice routing always has a capacity: set dropless=false (capacity_factor_* size it)")

@@ -19,7 +19,7 @@ from torch import nn
 from ..feedforward import GatedMLP, MLP
 from .config import MoEConfig
 from .experts import GroupedExperts
-from .router import Router, Routing, capacity, expert_choice, token_choice
+from .router import Affinity, Router, Routing, capacity, expert_choice, token_choice
 
 
 @dataclass
@@ -40,6 +40,20 @@ def load_balance_loss(probs: torch.Tensor, requested: torch.Tensor) -> torch.Ten
     e = probs.shape[-1]
     f = requested.float() / requested.sum().clamp(min=1)
     return e * (f * probs.mean(0)).sum()
+
+
+def sequence_balance_loss(routing: Routing, b: int, t: int, valid: torch.Tensor | None) -> torch.Tensor:
+    """DeepSeek-V3's sequence-wise balance loss: per sequence, sum_i f_i * P_i with f_i = E / (k T) * (tokens
+    of the sequence choosing expert i) and P_i = the mean normalised affinity of expert i; averaged over the
+    batch. 1 when balanced within every sequence."""
+    probs, chosen = routing.probs, routing.topk_experts  # (N, E), (N, k)
+    e, k = probs.shape[-1], chosen.shape[-1]
+    weight = torch.ones(b * t, device=probs.device) if valid is None else valid.float()
+    hits = torch.zeros_like(probs).scatter_(1, chosen, 1.0) * weight[:, None]  # (N, E)
+    n_tokens = weight.view(b, t).sum(1).clamp(min=1)  # (B,)
+    f = hits.view(b, t, e).sum(1) * (e / k) / n_tokens[:, None]  # (B, E)
+    p = (probs * weight[:, None]).view(b, t, e).sum(1) / n_tokens[:, None]
+    return (f.detach() * p).sum(-1).mean()
 
 
 def router_z_loss(logits: torch.Tensor) -> torch.Tensor:
@@ -71,6 +85,11 @@ class MoEFeedForward(nn.Module):
         self.shared = (make_expert(cfg.activation, d_model, cfg.n_shared_experts * hidden, cfg.bias)
                        if cfg.n_shared_experts else None)
         self.dropout = nn.Dropout(dropout)
+        if cfg.bias_balance:
+            # Auxiliary-loss-free balancing: the bias (saved in checkpoints; Hugging Face's e_score_correction_bias)
+            # and the assignments counted since the last optimizer step (not saved: a step's own count).
+            self.register_buffer("expert_bias", torch.zeros(cfg.n_experts))
+            self.register_buffer("load_since_update", torch.zeros(cfg.n_experts), persistent=False)
 
     @property
     def batch_dependent(self) -> bool:
@@ -109,6 +128,19 @@ class MoEFeedForward(nn.Module):
         for i in range(len(self.experts)):
             self.experts.load_dense_(i, ffn)
 
+    def after_optimizer_step(self) -> None:  # framework.capabilities.StepsWithOptimizer
+        if self.cfg.bias_balance:
+            self.update_expert_bias()
+
+    @torch.no_grad()
+    def update_expert_bias(self) -> None:
+        """After an optimizer step: bias_i += rate * sign(mean load - load_i) over the assignments the step's
+        forwards requested (Wang et al. 2024, arXiv 2408.15664), then start counting again."""
+        counts = self.load_since_update
+        if counts.sum() > 0:
+            self.expert_bias.add_(self.cfg.bias_rate * torch.sign(counts.mean() - counts))
+        counts.zero_()
+
     # ---- forward ----------------------------------------------------------------------------
     def route(self, logits: torch.Tensor, valid: torch.Tensor | None) -> Routing:
         cfg, n = self.cfg, logits.shape[0]
@@ -116,7 +148,9 @@ class MoEFeedForward(nn.Module):
         limit = capacity(n_tokens, cfg.top_k, cfg.n_experts, cfg.capacity_factor(self.training))
         if cfg.router == "expert_choice":
             return expert_choice(logits, limit, valid)
-        return token_choice(logits, cfg.top_k, cfg.softmax_order, None if cfg.dropless else limit, valid)
+        affinity = Affinity(cfg.score, getattr(self, "expert_bias", None), cfg.n_groups, cfg.topk_groups,
+                            cfg.norm_topk, cfg.routed_scaling)
+        return token_choice(logits, cfg.top_k, cfg.softmax_order, None if cfg.dropless else limit, valid, affinity)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> MoEOutput:
         """x: (B, T, C); attention_mask: (B, T) 1 = token, 0 = padding (padding is not routed).
@@ -145,6 +179,10 @@ class MoEFeedForward(nn.Module):
         balance = load_balance_loss(routed_probs, routing.requested)
         z = router_z_loss(logits if valid is None else logits[valid])
         aux = self.cfg.balance_loss_weight * balance + self.cfg.z_loss_weight * z
+        if self.cfg.seq_balance_loss_weight > 0:
+            aux = aux + self.cfg.seq_balance_loss_weight * sequence_balance_loss(routing, b, t, valid)
+        if self.cfg.bias_balance and self.training:
+            self.load_since_update.add_(routing.requested.detach().float())
         stats = self._stats(routing, routed_probs, balance, z, valid)
         return MoEOutput(output=out, aux_loss=aux, router_logits=logits, stats=stats)
 
@@ -160,7 +198,10 @@ class MoEFeedForward(nn.Module):
             "balance_loss": balance.detach(),
             "z_loss": z.detach(),
             "router_confidence": probs.max(-1).values.mean() if len(probs) else probs.new_zeros(()),
+            "max_load": requested.max() / requested.mean().clamp(min=1e-9),  # 1 = balanced, E = one expert
         }
+        if self.cfg.bias_balance:
+            stats["bias"] = self.expert_bias.detach().clone()
         if routing.topk_experts is not None and routing.topk_experts.shape[-1] >= 2:
             chosen = routing.topk_experts if valid is None else routing.topk_experts[valid]
             hot = torch.zeros(len(chosen), e, device=probs.device).scatter_(1, chosen, 1.0)  # (N, E) multi-hot
@@ -176,4 +217,6 @@ def collect_moe_stats(outputs: list[MoEOutput], prefix: str = "moe_") -> dict[st
     keys = outputs[0].stats.keys()
     stats = {f"{prefix}{k}": torch.stack([o.stats[k] for o in outputs]) for k in keys}
     stats[f"hist_{prefix}load"] = stats[f"{prefix}load"].mean(0)
+    if f"{prefix}bias" in stats:
+        stats[f"hist_{prefix}bias"] = stats.pop(f"{prefix}bias").mean(0)
     return stats

@@ -96,6 +96,7 @@ def moe_metrics(layer_ids: list[int], n_experts: int, top_k: int, prefix: str = 
         "load_min": ExpertLoad("min", layer_ids, n_experts),
         "load_max": ExpertLoad("max", layer_ids, n_experts),
         "load_cv": ExpertLoad("cv", layer_ids, n_experts),
+        "max_over_mean_load": LayerIdMean("moe_max_load", layer_ids),  # per batch: 1 = balanced, E = collapsed
         "params": ParamCounts(),
     }
     if top_k >= 2 and n_experts >= 3:

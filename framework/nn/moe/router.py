@@ -75,8 +75,32 @@ def top_experts(probs: torch.Tensor, k: int) -> torch.Tensor:
             best = p.max(0, keepdim=True).indices  # (1, N); max is ~10x faster than argmax here
             picks.append(best)
             if j + 1 < k:
-                p.scatter_(0, best, -1.0)  # probabilities are >= 0: never picked again
+                p.scatter_(0, best, float("-inf"))  # never picked again
         return torch.cat(picks)
+
+
+@dataclass(frozen=True)
+class Affinity:
+    """How token choice scores and gates (defaults: plain softmax routing). ``score`` softmax or sigmoid;
+    ``bias`` (E,) added for the choice only; ``groups``/``topk_groups``: group-limited choice; ``norm_topk``:
+    sigmoid gates renormalised over the chosen; ``scale`` multiplies the gates."""
+
+    score: Literal["softmax", "sigmoid"] = "softmax"
+    bias: torch.Tensor | None = None
+    groups: int = 1
+    topk_groups: int = 1
+    norm_topk: bool = True
+    scale: float = 1.0
+
+
+def _group_limited(choice: torch.Tensor, groups: int, keep: int) -> torch.Tensor:
+    """choice (E, N) with the experts outside each token's ``keep`` best groups set to -inf; a group's score is
+    the sum of its two best affinities (DeepSeek-V3)."""
+    e, n = choice.shape
+    grouped = choice.view(groups, e // groups, n)
+    group_score = grouped.topk(min(2, e // groups), dim=1).values.sum(1)  # (G, N)
+    chosen = torch.zeros_like(group_score, dtype=torch.bool).scatter_(0, group_score.topk(keep, dim=0).indices, True)
+    return grouped.masked_fill(~chosen[:, None], float("-inf")).view(e, n)
 
 
 def token_choice(
@@ -85,6 +109,7 @@ def token_choice(
     softmax_order: Literal["before_topk", "after_topk"],
     capacity_limit: int | None,
     valid: torch.Tensor | None = None,
+    affinity: Affinity = Affinity(),
 ) -> Routing:
     """Each token picks its top-k experts. logits: (N, E); valid: (N,) bool, False = padding (never routed).
 
@@ -92,13 +117,25 @@ def token_choice(
     softmax over the chosen logits only, i.e. the chosen probabilities renormalised to sum to 1.
     With ``capacity_limit`` an expert computes at most that many assignments: first choices before
     second choices, then earlier tokens first (GShard's priority); the rest are dropped.
+    DeepSeek-V3 (``affinity``): sigmoid scores, a balancing bias and group limits for the choice only, gates =
+    the chosen scores (renormalised) times a routed scaling factor.
     """
     n, e = logits.shape
-    probs_em = logits.t().softmax(0)  # (E, N), expert-major (contiguous when the Router made the logits)
-    experts = top_experts(probs_em, top_k)  # (k, N)
-    gate = probs_em.gather(0, experts)  # (k, N)
-    if softmax_order == "after_topk":
-        gate = gate / gate.sum(0, keepdim=True)
+    a = affinity
+    sigmoid = a.score == "sigmoid"
+    # (E, N), expert-major (contiguous when the Router made the logits)
+    scores_em = logits.t().sigmoid() if sigmoid else logits.t().softmax(0)
+    choice = scores_em if a.bias is None else scores_em + a.bias.to(scores_em.dtype)[:, None]
+    if a.groups > 1:
+        choice = _group_limited(choice, a.groups, a.topk_groups)
+    experts = top_experts(choice, top_k)  # (k, N)
+    gate = scores_em.gather(0, experts)  # (k, N): the bias chooses, it never weighs
+    if (softmax_order == "after_topk") if not sigmoid else a.norm_topk:
+        gate = gate / (gate.sum(0, keepdim=True) + (1e-20 if sigmoid else 0.0))
+    if a.scale != 1.0:
+        gate = gate * a.scale
+    # What the balance loss and statistics read as each token's distribution over experts.
+    probs_em = scores_em / scores_em.sum(0, keepdim=True) if sigmoid else scores_em
     flat = experts.reshape(-1)  # (k*N,) assignment a = slot * N + token
     if valid is not None:  # padding goes to bucket E, which sorts last and is never computed
         flat = flat.masked_fill(~valid.repeat(top_k), e)
