@@ -1,4 +1,4 @@
-"""Numerical stability of the recurrent token mixers (issue 13): 200 AdamW steps at lr 3e-3 (weight decay 0.1,
+"""Numerical stability of the recurrent token mixers (issues 13 and 14): 200 AdamW steps at lr 3e-3 (weight decay 0.1,
 default init) on Shakespeare bytes, in fp32 and under bf16 autocast on CPU. Every loss and gradient norm must be
 finite and the loss must fall; the model is small (d_model 32, 2 layers, 4 x 32 bytes) so the 200 steps fit CI."""
 from __future__ import annotations
@@ -14,6 +14,7 @@ from corpus_batches import shakespeare_batches
 STEPS = 200
 MIXERS = {  # mixer -> its options (mamba2's head_dim must divide expand * d_model)
     "mamba": {}, "mamba2": {"ssm": {"head_dim": 16}}, "rglru": {}, "lstm": {}, "gru": {},
+    "gated_deltanet": {"linear_attn": {"chunk_size": 16}}, "linear_attention": {"linear_attn": {"chunk_size": 16}},
 }
 
 

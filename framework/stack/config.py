@@ -3,7 +3,7 @@
 Each layer is a token mixer then a channel mixer (``framework.mixers``), chosen per layer:
 ``mixer``/``ffn`` for every layer, ``layers``/``ffn_layers`` as a list repeated to ``n_layers``, or
 ``mixer_every``/``ffn_every`` to place one mixer periodically. Mixer options live once in their own
-section (``sparse``, ``moe``, ``rnn``, ``ssm``, ``rglru``, ``mla``). The dataclass is the only place a default lives: the Hydra node
+section (``sparse``, ``moe``, ``rnn``, ``ssm``, ``rglru``, ``mla``, ``linear_attn``). The dataclass is the only place a default lives: the Hydra node
 ``model/<plugin>_defaults`` is generated from it, and presets hold only what they change.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from framework.config_schema import ConfigError, check
 from framework.mixers.recurrent import RecurrentConfig
+from framework.mixers.deltanet import LinearAttentionConfig
 from framework.mixers.mla import MLAConfig
 from framework.mixers.rglru import RGLRUConfig
 from framework.mixers.registry import get_mixer
@@ -25,7 +26,7 @@ from framework.shared_keys import check_shared_keys
 from .layout import Periodic, layer_names
 
 # The fields holding the options of built-in mixers (``MixerSpec.options`` names one); each is a dataclass.
-OPTION_SECTIONS = ("sparse", "moe", "rnn", "ssm", "rglru", "mla")
+OPTION_SECTIONS = ("sparse", "moe", "rnn", "ssm", "rglru", "mla", "linear_attn")
 
 
 @dataclass
@@ -39,7 +40,8 @@ class StackConfig:
     dropout: float = 0.0          # on embeddings, attention probabilities and residual branches
     max_seq_len: int = 256        # longest context of attention layers (and of a learned position table)
     mixer: str = "attention"      # token mixer of every layer: attention (dense), sliding_window, strided, fixed,
-                                  # longformer, bigbird, lsh, mla, lstm, gru, elman, mamba, mamba2, rglru (archlab plugins -v lists all)
+                                  # longformer, bigbird, lsh, mla, lstm, gru, elman, mamba, mamba2, rglru, gated_deltanet,
+                                  # linear_attention (archlab plugins -v lists all)
     layers: list[str] | None = None  # token mixer per layer, repeated to n_layers (e.g. [attention, lstm, lstm, lstm])
     mixer_every: Periodic = field(default_factory=Periodic)  # {name, every, offset}: name at layers i % every == offset
     ffn: str = "mlp"              # channel mixer of every layer: mlp, swiglu, geglu, moe, none
@@ -66,6 +68,7 @@ class StackConfig:
     ssm: SSMConfig = field(default_factory=SSMConfig)  # options of the mamba, mamba2 token mixers
     rglru: RGLRUConfig = field(default_factory=RGLRUConfig)  # options of the rglru token mixer
     mla: MLAConfig = field(default_factory=MLAConfig)  # options of the mla token mixer (DeepSeek latent attention)
+    linear_attn: LinearAttentionConfig = field(default_factory=LinearAttentionConfig)  # of gated_deltanet, linear_attention
     mixer_options: dict[str, Any] = field(default_factory=dict)  # options of third-party mixers, by mixer name
 
     def __post_init__(self) -> None:
@@ -88,6 +91,8 @@ class StackConfig:
             check(self.head_dim % 2 == 0, "position", "rope needs an even head_dim (d_model / n_heads)")
         if any(s.options == "mla" for s in tokens):
             self.mla.check_fits(self.d_model, self.n_heads)
+        if any(s.options == "linear_attn" for s in tokens):
+            self.linear_attn.resolve(self.d_model, self.n_heads)
         for kind in {s.name for s in attention if s.options == "sparse"}:
             check_attention(kind, self.sparse, self.n_heads, self.position)
         if self.rnn.nonlinearity != "tanh":
@@ -96,7 +101,7 @@ class StackConfig:
         if self.stateful:
             check(all(s.carries == "recurrent" for s in tokens), "stateful",
                   "carries the recurrent state across batches, so every token mixer must be recurrent "
-                  f"(lstm, gru, elman, mamba, mamba2, rglru); this stack has {sorted({s.name for s in tokens if s.carries != 'recurrent'})}")
+                  f"(lstm, gru, elman, mamba, mamba2, rglru, gated_deltanet, linear_attention); this stack has {sorted({s.name for s in tokens if s.carries != 'recurrent'})}")
 
     def _check_options_used(self, specs: list[MixerSpec]) -> None:
         """Options set for a mixer no layer uses are a mistake (a typo in the layer list, a stale override)."""
