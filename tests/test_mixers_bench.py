@@ -14,7 +14,8 @@ from plugins.decoder.bench import mixers
 from plugins.decoder.bench.mixers import parse_args, report, run, state_shape, tensor_bytes
 
 SMOKE = ["--d-model", "64", "--layers", "2", "--batch", "2", "--seqs", "64", "--gen-lengths", "16,32", "--steps", "2",
-         "--warmup", "1", "--dtype", "fp32", "--mixers", "attention,mamba", "--hf", "mamba", "--threads", "1"]
+         "--warmup", "1", "--dtype", "fp32", "--mixers", "attention,mamba,mla,gated_deltanet", "--hf", "mamba",
+         "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,8 @@ def test_smoke_prints_one_table_with_the_expected_columns_and_rows(smoke) -> Non
                 "state KiB @32", "note"):
         assert col in header, col
     rows = {(r["model"], r["dtype"]): r for r in res.rows}
-    assert set(rows) == {("attention", "fp32"), ("mamba", "fp32"), ("HF Mamba (slow path)", "fp32")}
+    assert set(rows) == {("attention", "fp32"), ("mamba", "fp32"), ("mla", "fp32"), ("gated_deltanet", "fp32"),
+                         ("HF Mamba (slow path)", "fp32")}
     for r in rows.values():
         assert r["params"] > 0
         assert r["train_64"] > 0 and r["gen_16"] > 0 and r["gen_32"] > 0
@@ -51,7 +53,7 @@ def test_smoke_prints_one_table_with_the_expected_columns_and_rows(smoke) -> Non
     assert rows["HF Mamba (slow path)", "fp32"]["params"] == rows["mamba", "fp32"]["params"]
     assert rows["HF Mamba (slow path)", "fp32"]["note"] == "same size as mamba"
     table_rows = [line.split("  ")[0].strip() for line in lines[lines.index(header) + 2:]]
-    assert table_rows[:3] == ["attention", "mamba", "HF Mamba (slow path)"]
+    assert table_rows[:5] == ["attention", "mamba", "mla", "gated_deltanet", "HF Mamba (slow path)"]
 
 
 def test_recurrent_state_is_flat_while_the_kv_cache_grows(smoke) -> None:
@@ -65,6 +67,18 @@ def test_recurrent_state_is_flat_while_the_kv_cache_grows(smoke) -> None:
     assert "flat: O(1) in the generated length" in text
     assert "grows linearly: 1,024 bytes per token" in text
     assert "recurrent decode state flat in the generated length, attention's KV cache linear: MET" in text
+    assert rows["gated_deltanet"]["state_16"] == rows["gated_deltanet"]["state_32"] > 0
+
+
+def test_mla_caches_a_latent_a_fraction_of_mha_s_kv_cache(smoke) -> None:
+    """d_model 64, 8 heads: MHA caches 2 x 64 numbers per token and layer, mla a latent of 16 plus a RoPE key of 4."""
+    res, text = smoke
+    rows = {r["key"]: r for r in res.rows}
+    assert rows["mla"]["state_32"] == 2 * rows["mla"]["state_16"] == 2 * 2 * (16 + 4) * 4 * 16
+    line = next(line for line in text.splitlines() if line.strip().startswith("mla cache bytes per token"))
+    assert "MET: 160 vs 1,024 bytes per token (fp32), 0.156x" in line
+    gdn = next(line for line in text.splitlines() if line.strip().startswith("gated_deltanet vs dense causal SDPA"))
+    assert "@ seq 64, fp32: target >= 10x:" in gdn and "IQR" in gdn
 
 
 def test_targets_have_a_verdict_line_each(smoke) -> None:

@@ -1,6 +1,6 @@
 """``archlab bench mixers``: every token mixer of the decoder stack, and Hugging Face's Mamba, Mamba-2 and
 RecurrentGemma at the same sizes, in one table: training tokens/s, generation tokens/s and decode-state bytes per
-sequence, fp32 and bf16, all timed interleaved round by round in one run; then the ratios issue 13 targets, each
+sequence, fp32 and bf16, all timed interleaved round by round in one run; then the ratios issues 13 and 14 target, each
 with the spread (IQR) of its per-round ratios, a verdict line, and for a missed target what holds it back
 (torch.profiler's top operators of one step of each side, measured in the same run).
 
@@ -12,6 +12,8 @@ blocks, no biases, tied embeddings, channel mixer --ffn (default none: the token
   mamba                       the ``mamba`` preset's mixer (d_state 16, expand 2, d_conv 4)
   mamba2                      the ``mamba2`` preset's mixer (d_state 64, heads of 32 channels)
   rglru                       Griffin's recurrent block (skipped, with a note, when the mixer does not import)
+  mla                         DeepSeek's latent attention (latent d_model / 4, RoPE on half a head); absorbed decode
+  gated_deltanet              Gated DeltaNet (heads of d_model / heads); linear_attention: no decay
   rglru (RecurrentGemma)      ours shaped as RecurrentGemma (rglru + geglu, exact GELU, biases, embedding scale,
                               logit soft-cap): the twin of HF RecurrentGemma, converted by hf_recurrent_gemma.py
   HF Mamba (slow path)        ``MambaForCausalLM`` of the same model (plugins/decoder/hf_mamba.py: hf_from_stack):
@@ -52,15 +54,18 @@ from framework.bench.common import (DTYPES, Column, Ratio, Timing, add_device_ar
                                     require_positive, setup_device, synchronize, time_call, time_interleaved,
                                     token_loss)
 
-MIXERS = ("attention", "sliding_window", "lstm", "gru", "mamba", "mamba2", "rglru")
-ATTENTION_KINDS = ("attention", "sliding_window")
+MIXERS = ("attention", "sliding_window", "mla", "lstm", "gru", "mamba", "mamba2", "rglru", "gated_deltanet",
+          "linear_attention")
+ATTENTION_KINDS = ("attention", "sliding_window", "mla")  # RoPE; their decode state is a KV (or latent) cache
 HF_MODELS = ("mamba", "mambapy", "mamba2", "recurrentgemma")
 HF_LABELS = {"mamba": "HF Mamba (slow path)", "mambapy": "HF Mamba + mambapy", "mamba2": "HF Mamba-2 (torch path)",
              "recurrentgemma": "HF RecurrentGemma"}
 RG_TWIN = "rglru_rg"  # key of ours shaped as RecurrentGemma
 TARGETS = {  # the issue's targets: ours / reference speed
     "mamba_vs_hf": 5.0, "mamba_vs_mambapy": 1.5, "mamba2_vs_hf": 1.0, "rglru_vs_hf": 1.0, "mamba_gen_vs_attention": 2.0,
+    "mla_gen_vs_attention": 1.0, "gdn_vs_attention": 10.0,  # issue 14
 }
+MLA_CACHE_TARGET = 0.25  # mla's cache bytes per token at most this share of MHA's (issue 14)
 # Training steps known to grow ~T^2 before two lengths are measured: dense attention, and HF Mamba's slow path
 # (each step's slice of the (b, d, T, n) discretised tensors has a select_backward that materialises a full-size
 # gradient, so its backward writes O(T^2 b d n) bytes).
@@ -145,6 +150,9 @@ def ours_kwargs(cfg: BenchConfig, mixer: str, ffn: str | None = None) -> dict[st
         kw["sparse"] = {"window": cfg.window}
     if mixer == "mamba2":
         kw["ssm"] = {"d_state": 64, "head_dim": mamba2_head_dim(cfg.d_model)}
+    if mixer == "mla":  # DeepSeek-V2's proportions, scaled: a latent of d_model / 4, RoPE on half a head
+        head = cfg.d_model // cfg.n_heads
+        kw["mla"] = {"kv_lora_rank": max(1, cfg.d_model // 4), "qk_rope_head_dim": max(2, head // 2 // 2 * 2)}
     return kw
 
 
@@ -590,6 +598,10 @@ PAIRS = (
      "train"),
     ("mamba_gen_vs_attention", "mamba vs dense attention with KV cache, generation tokens/s", "attention", "mamba",
      "gen"),
+    ("mla_gen_vs_attention", "mla (absorbed latent cache) vs dense MHA with KV cache, generation tokens/s",
+     "attention", "mla", "gen"),
+    ("gdn_vs_attention", "gated_deltanet vs dense causal SDPA attention, training", "attention", "gated_deltanet",
+     "train_longest"),
 )
 
 
@@ -631,14 +643,16 @@ def measure_targets(cfg: BenchConfig, variants: dict[str, Variant], train_t: dic
     for d in cfg.dtypes:
         for pair in PAIRS:
             name, what, _, _, phase = pair
-            where = f"seq {ratio_seq}" if phase == "train" else f"context {gen_length}"
+            train_at = max(cfg.seqs) if phase == "train_longest" else ratio_seq
+            phase = "train" if phase == "train_longest" else phase
+            where = f"seq {train_at}" if phase == "train" else f"context {gen_length}"
             t = Target(f"{name}/{d}", f"{what} @ {where}, {d}", TARGETS[name])
             ref, ours, t.why_not = _pair_keys(pair, variants)
             targets.append(t)
             if ref is None:
                 continue
             a, b = f"{ref}/{d}", f"{ours}/{d}"
-            at = ratio_seq if phase == "train" else gen_length
+            at = train_at if phase == "train" else gen_length
             timings = train_t[at] if phase == "train" else gen_t[at]
             if a not in timings or b not in timings:
                 t.why_not = "; ".join(f"{variants[k].label}: {failed.get(f'{k}/{d}', 'not timed')}"
@@ -728,8 +742,8 @@ def state_lines(res: Result, cfg: BenchConfig) -> list[str]:
             shape = {"flat": "flat: O(1) in the generated length",
                      "linear": f"grows linearly: {per_token:,.0f} bytes per token",
                      "grows": "grows, not linearly"}[kind]
-            if key == "sliding_window" and kind != "flat":
-                shape += f" (the cache keeps every key, though queries read only the last {cfg.window})"
+            if key == "sliding_window" and kind == "flat":
+                shape = f"flat once the context passes the window: the cache keeps its last {cfg.window - 1} keys"
         lines.append(f"  {v.label:<26} {text:<34} {shape}")
     return lines
 
@@ -739,7 +753,7 @@ def flat_verdict(res: Result, cfg: BenchConfig) -> str:
     lengths = sorted(cfg.gen_lengths)
     shapes = {k: state_shape(found[1], lengths) for k, v in res.variants.items()
               if v.model is not None and v.hf is None and (found := state_sizes(res, cfg, k)) is not None}
-    recurrent = {k: s for k, s in shapes.items() if k not in ATTENTION_KINDS}
+    recurrent = {k: s for k, s in shapes.items() if k not in ATTENTION_KINDS or k == "sliding_window"}
     flat = [res.variants[k].label for k, s in recurrent.items() if s == "flat"]
     not_flat = [res.variants[k].label for k, s in recurrent.items() if s != "flat"]
     attn = shapes.get("attention")
@@ -777,7 +791,26 @@ def report(res: Result, cfg: BenchConfig) -> str:
             lines += [f"      {p}" for p in t.profile]
     if len(cfg.gen_lengths) > 1:
         lines.append("  " + flat_verdict(res, cfg))
+    mla = mla_cache_verdict(res, cfg)
+    if mla:
+        lines.append("  " + mla)
     return "\n".join(lines)
+
+
+def mla_cache_verdict(res: Result, cfg: BenchConfig) -> str | None:
+    """mla's cache bytes per token against dense MHA's (same d_model and heads), at the longest context."""
+    found = {k: state_sizes(res, cfg, k) for k in ("mla", "attention") if k in res.variants}
+    if any(v is None for v in found.values()) or len(found) < 2:
+        return None
+    (d1, mla), (d2, mha) = found["mla"], found["attention"]
+    if d1 != d2:
+        return None
+    n = sorted(cfg.gen_lengths)[-1]
+    ratio = mla[-1] / mha[-1]
+    verdict = "MET" if ratio <= MLA_CACHE_TARGET else "MISSED"
+    return (f"mla cache bytes per token <= {MLA_CACHE_TARGET:g} x dense MHA's: {verdict}: {mla[-1] / n:,.0f} vs "
+            f"{mha[-1] / n:,.0f} bytes per token ({d1}), {ratio:.3f}x ({cfg.n_layers} layers, latent "
+            f"{max(1, cfg.d_model // 4)} + RoPE key)")
 
 
 # --- command line ----------------------------------------------------------------------------------
