@@ -143,7 +143,7 @@ def lm(kind: str, **linear_attn) -> StackLM:
 
 
 @pytest.mark.parametrize("kind, opts", [("gated_deltanet", {"n_k_heads": 2}), ("linear_attention", {}),
-                                        ("linear_attention", {"decay": "retention"})])
+                                        ("linear_attention", {"decay": "retention", "conv_size": 0})])
 def test_causal_decode_equals_recomputation_with_a_state_that_does_not_grow(kind: str, opts: dict) -> None:
     model = lm(kind, **opts)
     x = torch.randint(0, VOCAB, (2, 15), generator=torch.Generator().manual_seed(0))
@@ -189,7 +189,8 @@ def test_statistics_of_a_gated_deltanet_stack() -> None:
 
 @pytest.mark.parametrize("opts, field", [
     ({"n_k_heads": 3}, "linear_attn.n_k_heads"), ({"chunk_size": 0}, "linear_attn.chunk_size"),
-    ({"conv_size": 0}, "linear_attn.conv_size"), ({"head_k_dim": 0}, "linear_attn.head_k_dim"),
+    ({"conv_size": 0}, "linear_attn.conv_size"), ({"conv_size": -1}, "linear_attn.conv_size"),
+    ({"head_k_dim": 0}, "linear_attn.head_k_dim"),
     ({"decay": "exp"}, "decay"),
 ])
 def test_bad_linear_attention_options_are_named(opts: dict, field: str) -> None:

@@ -10,8 +10,10 @@ head_k_dim^-1/2); the decay is g = -exp(A_log) softplus(a + dt_bias) (Mamba-2's 
 head (key heads shared by n_heads / n_k_heads value heads); each head's output is RMS-normalised and gated by SiLU(z);
 ``out_proj`` maps back. Generation carries the conv window and the (head_k_dim x head_v_dim) state per head: O(1).
 
-linear_attention: q, k, v projections, L2-normalised q and k (q scaled), S_t = gamma_h S_{t-1} + k_t v_t^T with no
-decay (gamma = 1) or RetNet's gamma_h = 1 - 2^(-5 - h), per-head RMSNorm of the output, ``o_proj``.
+linear_attention: q, k, v projections through the same short conv as gated_deltanet's (``conv_size`` 0: none),
+L2-normalised q and k (q scaled), S_t = gamma_h S_{t-1} + k_t v_t^T with no decay (gamma = 1) or RetNet's
+gamma_h = 1 - 2^(-5 - h), per-head RMSNorm of the output, ``o_proj``. With the conv it differs from gated_deltanet
+only by what the delta rule and the gates add, which is what a comparison of the two measures.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ class LinearAttentionConfig:
     n_k_heads: int | None = None  # gated_deltanet: query/key heads, each shared by n_heads / n_k_heads value heads; null = n_heads
     head_k_dim: int | None = None  # query/key width per head; null = d_model / n_heads
     head_v_dim: int | None = None  # value width per head (the state is head_k_dim x head_v_dim); null = head_k_dim
-    conv_size: int = 4            # gated_deltanet: taps of the causal depthwise conv on q, k, v
+    conv_size: int = 4            # taps of the causal depthwise conv (SiLU) on q, k, v; linear_attention: 0 = none
     chunk_size: int = 64          # chunk length of the training form (any length works: a speed/memory knob)
     decay: Literal["none", "retention"] = "none"  # linear_attention: no decay, or RetNet's gamma_h = 1 - 2^(-5-h)
 
@@ -48,9 +50,10 @@ class LinearAttentionConfig:
             value = getattr(self, name)
             check(value is None or (isinstance(value, int) and value >= 1), f"linear_attn.{name}",
                   f"must be null or an integer >= 1, got {value!r}")
-        for name in ("conv_size", "chunk_size"):
-            value = getattr(self, name)
-            check(isinstance(value, int) and value >= 1, f"linear_attn.{name}", f"must be an integer >= 1, got {value!r}")
+        check(isinstance(self.chunk_size, int) and self.chunk_size >= 1, "linear_attn.chunk_size",
+              f"must be an integer >= 1, got {self.chunk_size!r}")
+        check(isinstance(self.conv_size, int) and self.conv_size >= 0, "linear_attn.conv_size",
+              f"must be an integer >= 0 (0: no conv, linear_attention only), got {self.conv_size!r}")
 
     def resolve(self, d_model: int, model_heads: int) -> tuple[int, int, int, int]:
         """(n_heads, n_k_heads, head_k_dim, head_v_dim) with the nulls filled in; checks they fit together."""
@@ -210,6 +213,9 @@ class LinearAttention(nn.Module):
         self.q_proj = nn.Linear(d_model, h * self.head_k_dim, bias=bias)
         self.k_proj = nn.Linear(d_model, h * self.head_k_dim, bias=bias)
         self.v_proj = nn.Linear(d_model, h * self.head_v_dim, bias=bias)
+        channels = h * (2 * self.head_k_dim + self.head_v_dim)
+        self.conv1d = (nn.Conv1d(channels, channels, opts.conv_size, groups=channels, bias=False)
+                       if opts.conv_size else None)
         self.norm = nn.RMSNorm(self.head_v_dim, eps=norm_eps)
         self.o_proj = nn.Linear(h * self.head_v_dim, d_model, bias=bias)
         gamma = 1 - 2.0 ** (-5.0 - torch.arange(h, dtype=torch.float64))  # RetNet's per-head decays
@@ -230,6 +236,12 @@ class LinearAttention(nn.Module):
         h = self.n_heads
         ct = compute_dtype(x)
         q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        if self.conv1d is not None:
+            qkv, window = causal_conv(torch.cat([q, k, v], dim=-1), self.conv1d.weight, None,
+                                      state.conv if state is not None else None)
+            if state is not None:
+                state.conv = window
+            q, k, v = F.silu(qkv).split([q.shape[-1], k.shape[-1], v.shape[-1]], dim=-1)
         with torch.autocast(x.device.type, enabled=False):
             q = _l2norm(q.to(ct).view(b, t, h, -1)) * self.head_k_dim ** -0.5
             k = _l2norm(k.to(ct).view(b, t, h, -1))

@@ -93,6 +93,8 @@ class StackConfig:
             self.mla.check_fits(self.d_model, self.n_heads)
         if any(s.options == "linear_attn" for s in tokens):
             self.linear_attn.resolve(self.d_model, self.n_heads)
+            check(self.linear_attn.conv_size >= 1 or all(s.name != "gated_deltanet" for s in tokens),
+                  "linear_attn.conv_size", "gated_deltanet needs its short conv: give 1 or more taps")
         for kind in {s.name for s in attention if s.options == "sparse"}:
             check_attention(kind, self.sparse, self.n_heads, self.position)
         if self.rnn.nonlinearity != "tanh":
