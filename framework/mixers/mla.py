@@ -71,25 +71,35 @@ class MLAConfig:
 
 
 class MLACache:
-    """The decode state of one MLA layer: ``latent`` (B, S, kv_lora_rank) and ``k_rope`` (B, S, qk_rope_head_dim),
-    RoPE already applied. Grows by one position per token, by kv_lora_rank + qk_rope_head_dim numbers."""
+    """The decode state of one MLA layer: ``kv`` (B, S, kv_lora_rank + qk_rope_head_dim), each position's latent then
+    its RoPE key (RoPE applied), in one tensor: the absorbed decode reads it as the one shared key head as it is.
+    Grows by one position per token, by kv_lora_rank + qk_rope_head_dim numbers."""
 
-    def __init__(self) -> None:
-        self.latent: torch.Tensor | None = None
-        self.k_rope: torch.Tensor | None = None
+    def __init__(self, rank: int) -> None:
+        self.rank = rank
+        self.kv: torch.Tensor | None = None
 
     @property
     def length(self) -> int:
-        return 0 if self.latent is None else self.latent.shape[1]
+        return 0 if self.kv is None else self.kv.shape[1]
 
-    def update(self, latent: torch.Tensor, k_rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.latent is not None:  # replaced, never modified: shallow copies of a prefilled state stay valid
-            latent, k_rope = torch.cat([self.latent, latent], dim=1), torch.cat([self.k_rope, k_rope], dim=1)
-        self.latent, self.k_rope = latent, k_rope
-        return latent, k_rope
+    @property
+    def latent(self) -> torch.Tensor | None:
+        return None if self.kv is None else self.kv[..., : self.rank]
+
+    @property
+    def k_rope(self) -> torch.Tensor | None:
+        return None if self.kv is None else self.kv[..., self.rank :]
+
+    def update(self, latent: torch.Tensor, k_rope: torch.Tensor) -> torch.Tensor:
+        kv = torch.cat([latent, k_rope], dim=-1)
+        if self.kv is not None:  # replaced, never modified: shallow copies of a prefilled state stay valid
+            kv = torch.cat([self.kv, kv], dim=1)
+        self.kv = kv
+        return kv
 
     def bytes_per_token(self) -> int:
-        return (self.latent.shape[-1] + self.k_rope.shape[-1]) * self.latent.element_size()
+        return self.kv.shape[-1] * self.kv.element_size()
 
 
 class MultiHeadLatentAttention(nn.Module):
@@ -121,7 +131,7 @@ class MultiHeadLatentAttention(nn.Module):
         nn.init.normal_(self.o_proj.weight, std=out_std)
 
     def new_state(self) -> MLACache:
-        return MLACache()
+        return MLACache(self.opts.kv_lora_rank)
 
     def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 state: MLACache | None = None) -> torch.Tensor:
@@ -138,13 +148,14 @@ class MultiHeadLatentAttention(nn.Module):
             q_rope, k_rope = self.rope(q_rope, k_rope, offset)
         k_rope = k_rope[:, 0]
         if state is not None:
-            latent, k_rope = state.update(latent, k_rope)  # (B, S, r), (B, S, dr)
+            kv = state.update(latent, k_rope)  # (B, S, r + dr)
+            latent, k_rope = kv.split([self.opts.kv_lora_rank, self.rope_dim], dim=-1)
         s = latent.shape[1]
         mask = self._mask(t, s, attention_mask, x.device, q.dtype)
         causal = mask is None and t > 1
         drop = self.dropout if self.training else 0.0
         if state is not None and offset > 0 and self.opts.absorb:
-            y = self._absorbed(q_nope, q_rope, latent, k_rope, mask, causal)
+            y = self._absorbed(q_nope, q_rope, kv, mask)
         else:
             k_nope, v = self._expand(latent)
             k = torch.cat([k_nope, k_rope[:, None].expand(-1, h, -1, -1)], dim=-1)  # (B, H, S, qk)
@@ -161,15 +172,21 @@ class MultiHeadLatentAttention(nn.Module):
         kv = self.kv_b_proj(latent).view(b, s, self.n_heads, self.nope + self.v_dim).transpose(1, 2)
         return kv.split([self.nope, self.v_dim], dim=-1)
 
-    def _absorbed(self, q_nope, q_rope, latent, k_rope, mask, causal) -> torch.Tensor:  # noqa: ANN001
-        """softmax(q_nope W_uk c^T + q_rope k_rope^T) c W_uv^T: attention against the cached latent itself."""
-        w = self.kv_b_proj.weight.view(self.n_heads, self.nope + self.v_dim, -1)  # (H, nope + dv, r)
+    def _absorbed(self, q_nope: torch.Tensor, q_rope: torch.Tensor, kv: torch.Tensor,
+                  mask: torch.Tensor | None) -> torch.Tensor:
+        """softmax(q_nope W_uk c^T + q_rope k_rope^T) c W_uv^T: attention against the cached latent itself. The key
+        is one head shared by all query heads, so the heads fold into the query rows: one (H T x S) score matrix per
+        sequence, with the cache read once (not once per head, as a GQA kernel expanding its key head would)."""
+        b, h, t, _ = q_nope.shape
+        r = self.opts.kv_lora_rank
+        w = self.kv_b_proj.weight.view(h, self.nope + self.v_dim, r)  # (H, nope + dv, r)
         w_uk, w_uv = w.split([self.nope, self.v_dim], dim=1)
         q_lat = torch.matmul(q_nope, w_uk.to(q_nope.dtype))  # (B, H, T, r)
-        q_all = torch.cat([q_lat, q_rope], dim=-1)  # (B, H, T, r + dr)
-        kv = torch.cat([latent, k_rope], dim=-1)[:, None]  # (B, 1, S, r + dr): one shared head
-        o_lat = attention(q_all, kv, latent[:, None], attn_mask=mask, is_causal=causal, scale=self.scale,
-                          enable_gqa=True)  # (B, H, T, r)
+        q_all = torch.cat([q_lat, q_rope], dim=-1).reshape(b, h * t, -1)  # (B, H T, r + dr)
+        scores = torch.baddbmm(mask.expand(b, h, t, -1).reshape(b, h * t, -1), q_all, kv.transpose(1, 2),
+                               alpha=self.scale) if mask is not None else \
+            torch.bmm(q_all, kv.transpose(1, 2)).mul_(self.scale)  # (B, H T, S); no mask: one query (t == 1)
+        o_lat = torch.bmm(scores.softmax(-1), kv[..., :r]).view(b, h, t, r)  # (B, H, T, r)
         return torch.matmul(o_lat, w_uv.transpose(1, 2).to(o_lat.dtype))  # (B, H, T, dv)
 
     def _mask(self, t: int, s: int, attention_mask: torch.Tensor | None, device: torch.device,
