@@ -179,7 +179,7 @@ class MultiHeadLatentAttention(nn.Module):
         sequence, with the cache read once (not once per head, as a GQA kernel expanding its key head would)."""
         b, h, t, _ = q_nope.shape
         r = self.opts.kv_lora_rank
-        w = self.kv_b_proj.weight.view(h, self.nope + self.v_dim, r)  # (H, nope + dv, r)
+        w = _dense(self.kv_b_proj.weight).view(h, self.nope + self.v_dim, r)  # (H, nope + dv, r)
         w_uk, w_uv = w.split([self.nope, self.v_dim], dim=1)
         q_lat = torch.matmul(q_nope, w_uk.to(q_nope.dtype))  # (B, H, T, r)
         q_all = torch.cat([q_lat, q_rope], dim=-1).reshape(b, h * t, -1)  # (B, H T, r + dr)
@@ -202,11 +202,17 @@ class MultiHeadLatentAttention(nn.Module):
         return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, float("-inf"))
 
     def mixer_stats(self) -> dict[str, torch.Tensor]:
-        stats = {"attn/density": self.o_proj.weight.new_ones((), dtype=torch.float32)}
+        stats = {"attn/density": torch.ones((), device=self.o_proj.weight.device)}
         if self.last_stats is not None:
             stats["attn/entropy"] = self.last_stats["entropy_norm"]
             stats["attn/topk_mass"] = self.last_stats["topk_mass"]
         return stats
+
+
+def _dense(weight: torch.Tensor) -> torch.Tensor:
+    """The weight as a plain tensor: a quantized one (a torchao tensor subclass) dequantized, for the absorbed
+    decode's reshapes, which quantized tensors do not implement."""
+    return weight if type(weight) in (torch.Tensor, nn.Parameter) else weight.dequantize()
 
 
 def _causal_bias(t: int, s: int, device: torch.device) -> torch.Tensor:

@@ -95,7 +95,8 @@ class SelfAttention(nn.Module):
     def mixer_stats(self) -> dict[str, torch.Tensor]:
         """Shared statistics of the last forward: density (1 for dense attention) and, while recording,
         normalised entropy and top-k mass of the attention distribution."""
-        stats = {"attn/density": self.q_proj.weight.new_ones((), dtype=torch.float32)}
+        # torch.ones, not weight.new_ones: a quantized weight (a torchao tensor subclass) has no new_ones
+        stats = {"attn/density": torch.ones((), device=self.q_proj.weight.device)}
         if self.last_stats is not None:
             stats["attn/entropy"] = self.last_stats["entropy_norm"]
             stats["attn/topk_mass"] = self.last_stats["topk_mass"]
