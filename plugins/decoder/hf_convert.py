@@ -1,13 +1,52 @@
-"""Hugging Face ``transformers`` state dicts -> the decoder stack's state dict (GPT-2 and Llama layouts).
+"""Hugging Face ``transformers`` state dicts -> the decoder stack's state dict (GPT-2 and Llama layouts), and the
+pieces every converter of this plugin shares (``hf_mamba``, ``hf_jamba``, ``hf_recurrent_gemma``,
+``hf_deepseek_v3``): loading a mapped state dict into a stack, and the fused-experts layout of HF's MoE blocks.
 
 Used by the parity tests (tests/test_hf_parity.py) and by users loading a ``transformers`` checkpoint
 into the matching preset (``model=gpt`` / ``model=llama`` with the same sizes).
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 StateDict = dict[str, torch.Tensor]
+
+
+def load_stack(config_values: dict[str, Any], hf_model: torch.nn.Module, convert) -> Any:  # noqa: ANN001
+    """A ``StackLM`` built from ``config_values`` holding ``convert(hf_state_dict_in_fp32, cfg)``; every weight must
+    map (a tied head may be absent)."""
+    from framework.registry import make_config
+    from framework.stack import StackLM
+
+    cfg = make_config("decoder", **config_values)
+    model = StackLM(cfg)
+    state = convert({k: v.detach().float() for k, v in hf_model.state_dict().items()}, cfg)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not (k == "lm_head.weight" and cfg.tie_weights)]
+    if missing or unexpected:
+        raise ValueError(f"weights do not map: missing {missing}, unexpected {unexpected}")
+    return model
+
+
+def experts_from_hf(hf: StateDict, src: str, ours: StateDict, dst: str) -> None:
+    """HF's fused experts ``<src>gate_up_proj`` (E, 2 d_ff, d) and ``down_proj`` -> our ``<dst>gate_proj``,
+    ``up_proj``, ``down_proj`` (E, out, in) each."""
+    ours[dst + "gate_proj"], ours[dst + "up_proj"] = hf[src + "gate_up_proj"].chunk(2, dim=1)
+    ours[dst + "down_proj"] = hf[src + "down_proj"]
+
+
+def experts_to_hf(ours: StateDict, src: str, hf: StateDict, dst: str) -> None:
+    """The inverse of ``experts_from_hf``."""
+    hf[dst + "gate_up_proj"] = torch.cat([ours[src + "gate_proj"], ours[src + "up_proj"]], dim=1)
+    hf[dst + "down_proj"] = ours[src + "down_proj"]
+
+
+def swiglu_weights(src: str, dst: str, state: StateDict, out: StateDict) -> None:
+    """``<src>{gate,up,down}_proj.weight`` -> ``<dst>...`` (a dense SwiGLU MLP has the same names on both sides)."""
+    for proj in ("gate_proj", "up_proj", "down_proj"):
+        out[f"{dst}{proj}.weight"] = state[f"{src}{proj}.weight"]
 
 
 def from_gpt2(hf: StateDict, n_layers: int) -> StateDict:

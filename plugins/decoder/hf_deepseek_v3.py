@@ -26,6 +26,8 @@ import torch
 
 from framework.stack import StackConfig, StackLM
 
+from .hf_convert import experts_from_hf, experts_to_hf, load_stack, swiglu_weights
+
 StateDict = dict[str, torch.Tensor]
 _MLA_WEIGHTS = ("q_proj", "q_a_proj", "q_a_layernorm", "q_b_proj", "kv_a_proj_with_mqa", "kv_a_layernorm",
                 "kv_b_proj", "o_proj")
@@ -138,14 +140,10 @@ def from_hf_deepseek_v3(hf: StateDict, hf_config: Any) -> StateDict:
         if mlp + "gate.weight" in hf:
             ours[ff + "router.weight.weight"] = hf[mlp + "gate.weight"]
             ours[ff + "expert_bias"] = hf[mlp + "gate.e_score_correction_bias"]
-            gate, up = hf[mlp + "experts.gate_up_proj"].chunk(2, dim=1)
-            ours[ff + "experts.gate_proj"], ours[ff + "experts.up_proj"] = gate, up
-            ours[ff + "experts.down_proj"] = hf[mlp + "experts.down_proj"]
-            for proj in ("gate_proj", "up_proj", "down_proj"):
-                ours[f"{ff}shared.{proj}.weight"] = hf[f"{mlp}shared_experts.{proj}.weight"]
+            experts_from_hf(hf, mlp + "experts.", ours, ff + "experts.")
+            swiglu_weights(mlp + "shared_experts.", ff + "shared.", hf, ours)
         else:
-            for proj in ("gate_proj", "up_proj", "down_proj"):
-                ours[f"{ff}{proj}.weight"] = hf[f"{mlp}{proj}.weight"]
+            swiglu_weights(mlp, ff, hf, ours)
     return ours
 
 
@@ -164,28 +162,17 @@ def to_hf_deepseek_v3(ours: StateDict, cfg: StackConfig) -> StateDict:
         if channel.name == "moe":
             hf[mlp + "gate.weight"] = ours[ff + "router.weight.weight"]
             hf[mlp + "gate.e_score_correction_bias"] = ours[ff + "expert_bias"]
-            hf[mlp + "experts.gate_up_proj"] = torch.cat([ours[ff + "experts.gate_proj"], ours[ff + "experts.up_proj"]], 1)
-            hf[mlp + "experts.down_proj"] = ours[ff + "experts.down_proj"]
-            for proj in ("gate_proj", "up_proj", "down_proj"):
-                hf[f"{mlp}shared_experts.{proj}.weight"] = ours[f"{ff}shared.{proj}.weight"]
+            experts_to_hf(ours, ff + "experts.", hf, mlp + "experts.")
+            swiglu_weights(ff + "shared.", mlp + "shared_experts.", ours, hf)
         else:
-            for proj in ("gate_proj", "up_proj", "down_proj"):
-                hf[f"{mlp}{proj}.weight"] = ours[f"{ff}{proj}.weight"]
+            swiglu_weights(ff, mlp, ours, hf)
     return hf
 
 
 def stack_from_hf(hf_model: torch.nn.Module, max_seq_len: int | None = None) -> StackLM:
     """Our model with the weights of a ``DeepseekV3ForCausalLM`` (same numbers, fp32)."""
-    from framework.registry import make_config
-
-    cfg = make_config("decoder", **config_from_hf(hf_model.config, max_seq_len))
-    model = StackLM(cfg)
-    state = from_hf_deepseek_v3({k: v.detach().float() for k, v in hf_model.state_dict().items()}, hf_model.config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and cfg.tie_weights)]
-    if missing or unexpected:
-        raise ValueError(f"weights do not map: missing {missing}, unexpected {unexpected}")
-    return model
+    return load_stack(config_from_hf(hf_model.config, max_seq_len), hf_model,
+                      lambda state, cfg: from_hf_deepseek_v3(state, hf_model.config))
 
 
 def hf_from_stack(model: StackLM) -> torch.nn.Module:

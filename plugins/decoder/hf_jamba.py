@@ -29,6 +29,8 @@ import torch
 
 from framework.stack import StackConfig, StackLM
 
+from .hf_convert import experts_from_hf, experts_to_hf, load_stack, swiglu_weights
+
 StateDict = dict[str, torch.Tensor]
 _INNER_NORMS = ("dt_layernorm", "b_layernorm", "c_layernorm")
 
@@ -147,12 +149,9 @@ def from_hf_jamba(hf: StateDict, n_layers: int) -> StateDict:
         ff = src + "feed_forward."
         if ff + "router.weight" in hf:
             ours[dst + "ffn.router.weight.weight"] = hf[ff + "router.weight"]
-            gate, up = hf[ff + "experts.gate_up_proj"].chunk(2, dim=1)
-            ours[dst + "ffn.experts.gate_proj"], ours[dst + "ffn.experts.up_proj"] = gate, up
-            ours[dst + "ffn.experts.down_proj"] = hf[ff + "experts.down_proj"]
+            experts_from_hf(hf, ff + "experts.", ours, dst + "ffn.experts.")
         else:
-            for proj in ("gate_proj", "up_proj", "down_proj"):
-                ours[f"{dst}ffn.{proj}.weight"] = hf[f"{ff}{proj}.weight"]
+            swiglu_weights(ff, dst + "ffn.", hf, ours)
     return ours
 
 
@@ -171,27 +170,16 @@ def to_hf_jamba(ours: StateDict, cfg: StackConfig) -> StateDict:
         ff = dst + "feed_forward."
         if channel.name == "moe":
             hf[ff + "router.weight"] = ours[src + "ffn.router.weight.weight"]
-            hf[ff + "experts.gate_up_proj"] = torch.cat([ours[src + "ffn.experts.gate_proj"],
-                                                         ours[src + "ffn.experts.up_proj"]], dim=1)
-            hf[ff + "experts.down_proj"] = ours[src + "ffn.experts.down_proj"]
+            experts_to_hf(ours, src + "ffn.experts.", hf, ff + "experts.")
         else:
-            for proj in ("gate_proj", "up_proj", "down_proj"):
-                hf[f"{ff}{proj}.weight"] = ours[f"{src}ffn.{proj}.weight"]
+            swiglu_weights(src + "ffn.", ff, ours, hf)
     return hf
 
 
 def stack_from_hf(hf_model: torch.nn.Module, max_seq_len: int = 4096) -> StackLM:
     """Our model with the weights of a ``JambaForCausalLM`` (same numbers, fp32)."""
-    from framework.registry import make_config
-
-    cfg = make_config("decoder", **config_from_hf(hf_model.config, max_seq_len))
-    model = StackLM(cfg)
-    state = from_hf_jamba({k: v.detach().float() for k, v in hf_model.state_dict().items()}, cfg.n_layers)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and cfg.tie_weights)]
-    if missing or unexpected:
-        raise ValueError(f"weights do not map: missing {missing}, unexpected {unexpected}")
-    return model
+    return load_stack(config_from_hf(hf_model.config, max_seq_len), hf_model,
+                      lambda state, cfg: from_hf_jamba(state, cfg.n_layers))
 
 
 def hf_from_stack(model: StackLM, identity_inner_norms: bool = False) -> torch.nn.Module:

@@ -22,6 +22,8 @@ import torch
 
 from framework.stack import StackConfig, StackLM
 
+from .hf_convert import load_stack
+
 StateDict = dict[str, torch.Tensor]
 _KINDS = {"mamba": "mamba", "mamba2": "mamba2"}
 
@@ -128,15 +130,7 @@ def to_hf_mamba(ours: StateDict, n_layers: int) -> StateDict:
 
 def stack_from_hf(hf_model: torch.nn.Module) -> StackLM:
     """Our model with the weights of a ``MambaForCausalLM`` or ``Mamba2ForCausalLM`` (same numbers, fp32)."""
-    from framework.registry import make_config
-
-    cfg = make_config("decoder", **config_from_hf(hf_model.config))
-    model = StackLM(cfg)
-    state = from_hf_mamba({k: v.detach().float() for k, v in hf_model.state_dict().items()}, cfg.n_layers)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"weights do not map: missing {missing}, unexpected {unexpected}")
-    return model
+    return load_stack(config_from_hf(hf_model.config), hf_model, lambda state, cfg: from_hf_mamba(state, cfg.n_layers))
 
 
 def hf_from_stack(model: StackLM) -> torch.nn.Module:

@@ -36,6 +36,8 @@ import torch
 
 from framework.stack import StackConfig, StackLM
 
+from .hf_convert import load_stack
+
 StateDict = dict[str, torch.Tensor]
 _KINDS = {"linear_attention": "rglru", "sliding_attention": "sliding_window"}
 
@@ -177,16 +179,7 @@ def to_hf_recurrent_gemma(ours: StateDict, n_layers: int, attention_bias: bool) 
 
 def stack_from_hf(hf_model: torch.nn.Module, max_seq_len: int = 8192) -> StackLM:
     """Our model with the weights of a ``RecurrentGemmaForCausalLM`` (same numbers, fp32)."""
-    from framework.registry import make_config
-
-    cfg = make_config("decoder", **config_from_hf(hf_model.config, max_seq_len))
-    model = StackLM(cfg)
-    state = from_hf_recurrent_gemma({k: v.detach().float() for k, v in hf_model.state_dict().items()}, cfg.n_layers)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not (k == "lm_head.weight" and cfg.tie_weights)]
-    if missing or unexpected:
-        raise ValueError(f"weights do not map: missing {missing}, unexpected {unexpected}")
-    return model
+    return load_stack(config_from_hf(hf_model.config, max_seq_len), hf_model, lambda state, cfg: from_hf_recurrent_gemma(state, cfg.n_layers))
 
 
 def hf_from_stack(model: StackLM) -> torch.nn.Module:
