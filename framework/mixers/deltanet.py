@@ -29,6 +29,7 @@ from torchmetrics import Metric
 from framework.config_schema import check
 from framework.metrics import LayerIdMean
 
+from .conv_state import ConvScanState
 from .linear_scan import chunked, step
 from .recurrent import check_right_padding
 from .spec import LayerContext, MixerResult, MixerSpec
@@ -67,27 +68,12 @@ class LinearAttentionConfig:
         return heads, k_heads, dk, self.head_v_dim or dk
 
 
-class LinearState:
-    """The decode state of one linear-attention layer: ``conv`` (b, channels, conv_size - 1) or None, and ``s``,
-    (b, heads, head_k_dim, head_v_dim); fixed-size after the first step."""
+class LinearState(ConvScanState):
+    """The decode state of one linear-attention layer: ``conv`` (b, channels, conv_size - 1) or None, and ``s``
+    (b, heads, head_k_dim, head_v_dim)."""
 
-    def __init__(self) -> None:
-        self.conv: torch.Tensor | None = None
-        self.s: torch.Tensor | None = None
-
-    def detach(self) -> "LinearState":
-        out = LinearState()
-        out.conv = None if self.conv is None else self.conv.detach()
-        out.s = None if self.s is None else self.s.detach()
-        return out
-
-    @property
-    def batch_size(self) -> int | None:
-        return None if self.s is None else self.s.shape[0]
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (self.conv, self.s) if t is not None)
+    STATE = "s"
+    s: torch.Tensor | None
 
 
 def _l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

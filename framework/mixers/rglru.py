@@ -40,6 +40,7 @@ from framework.config_schema import check
 from framework.metrics import LayerIdMean
 from framework.nn.feedforward import Activation, activation_fn
 
+from .conv_state import ConvScanState
 from .recurrent import check_right_padding
 from .spec import LayerContext, MixerResult, MixerSpec
 from .ssm_scan import _chunking, _scan_, _scan_reverse_, causal_conv
@@ -69,28 +70,11 @@ class RGLRUConfig:
             check(value >= 1, f"rglru.{name}", f"must be an integer >= 1, got {value}")
 
 
-class RGLRUState:
-    """The mutable decode state of one rglru layer: ``conv`` (b, lru_width, conv1d_width - 1), the conv inputs
-    still needed, and ``h`` (b, lru_width), the recurrence; both None until the first step (a sequence start)."""
+class RGLRUState(ConvScanState):
+    """The decode state of one rglru layer: ``conv`` (b, lru_width, conv1d_width - 1) and ``h`` (b, lru_width)."""
 
-    def __init__(self) -> None:
-        self.conv: torch.Tensor | None = None
-        self.h: torch.Tensor | None = None
-
-    def detach(self) -> "RGLRUState":
-        out = RGLRUState()
-        out.conv = None if self.conv is None else self.conv.detach()
-        out.h = None if self.h is None else self.h.detach()
-        return out
-
-    @property
-    def batch_size(self) -> int | None:
-        return None if self.h is None else self.h.shape[0]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held (the same after 5 or 5000 generated tokens)."""
-        return sum(t.numel() * t.element_size() for t in (self.conv, self.h) if t is not None)
+    STATE = "h"
+    h: torch.Tensor | None
 
 
 # ---- the scan ------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from torchmetrics import Metric
 from framework.config_schema import check
 from framework.metrics import LayerIdMean
 
+from .conv_state import ConvScanState
 from .recurrent import check_right_padding
 from .spec import LayerContext, MixerResult, MixerSpec
 from .ssm_scan import causal_conv, selective_scan, selective_step, ssd_scan, ssd_step
@@ -69,28 +70,11 @@ class SSMConfig:
               f"must be in (0, dt_max={self.dt_max}], got {self.dt_init_floor}")
 
 
-class SSMState:
-    """The mutable decode state of one SSM layer: ``conv`` (b, conv channels, d_conv - 1), the inputs the
-    conv still needs, and ``ssm``, the scan state; both None (zeros) until the first step, then fixed-size."""
+class SSMState(ConvScanState):
+    """The decode state of one SSM layer: ``conv`` (b, conv channels, d_conv - 1) and ``ssm``, the scan state."""
 
-    def __init__(self) -> None:
-        self.conv: torch.Tensor | None = None
-        self.ssm: torch.Tensor | None = None
-
-    def detach(self) -> "SSMState":
-        out = SSMState()
-        out.conv = None if self.conv is None else self.conv.detach()
-        out.ssm = None if self.ssm is None else self.ssm.detach()
-        return out
-
-    @property
-    def batch_size(self) -> int | None:
-        return None if self.ssm is None else self.ssm.shape[0]
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held (the same after 5 or 5000 generated tokens)."""
-        return sum(t.numel() * t.element_size() for t in (self.conv, self.ssm) if t is not None)
+    STATE = "ssm"
+    ssm: torch.Tensor | None
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
