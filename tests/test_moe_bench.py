@@ -28,6 +28,28 @@ def test_run_rows_and_matched_active_params() -> None:
     assert "faster than hf eager" in lines[0] and "vs dense MLP" in lines[1]
 
 
+def test_the_deepseek_router_times_hf_deepseek_v3_moe_holding_our_weights() -> None:
+    """--router deepseek: ours is DeepSeekMoE (sigmoid, 1 shared expert, 2 groups), HF's DeepseekV3MoE holds the same
+    weights (so the same outputs: the two do the same work), the dense MLP has top-k + shared experts' width."""
+    import torch
+
+    from plugins.decoder.bench.moe import build_layers
+
+    cfg = BenchConfig(**{**TINY, "n_experts": 8, "top_k": 2}, router="deepseek", shared=1, groups=2, topk_groups=1,
+                      hf_impls=("eager",), model=False)
+    layers = build_layers(cfg, torch.device("cpu"))
+    x = torch.randn(1, 12, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(layers["hf eager"](x), layers["ours"](x).output, rtol=1e-5, atol=1e-6)
+    assert layers["dense"].up_proj.out_features == (2 + 1) * 32
+    rows = run(cfg)
+    by = {(r["group"], r["variant"]): r for r in rows}
+    assert by["layer", "ours"]["params"] == by["layer", "hf eager"]["params"]  # the bias is a buffer on both sides
+    assert by["layer", "ours"]["active_params"] == by["layer", "dense"]["params"] + 8 * 16  # + the router
+    lines = summary(rows, "deepseek")
+    assert "target >= 2.0x vs the fastest" in lines[0] and "target <= 1.4x" in lines[1]
+
+
 def test_cli_prints_table(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["--n-experts", "4", "--d-model", "16", "--hidden", "32", "--tokens", "32", "--steps", "1", "--warmup", "1",
             "--no-model", "--hf-impls", "eager", "--device", "cpu"]
