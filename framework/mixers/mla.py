@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from framework.config_schema import check
+from framework.nn.attention import additive_mask, causal_bias
 from framework.nn.attention_stats import sparsity_stats
 from framework.nn.positions import RotaryEmbedding
 from framework.nn.sdpa import attention
@@ -161,7 +162,7 @@ class MultiHeadLatentAttention(nn.Module):
             k = torch.cat([k_nope, k_rope[:, None].expand(-1, h, -1, -1)], dim=-1)  # (B, H, S, qk)
             q = torch.cat([q_nope, q_rope], dim=-1)
             if self.record_stats:
-                bias = mask if mask is not None or t == 1 else _causal_bias(t, s, x.device)
+                bias = mask if mask is not None or t == 1 else causal_bias(t, s, x.device)
                 self.last_stats = sparsity_stats(q, k, bias)
             y = attention(q, k, v, attn_mask=mask, dropout_p=drop, is_causal=causal, scale=self.scale)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, h * self.v_dim))
@@ -194,12 +195,7 @@ class MultiHeadLatentAttention(nn.Module):
         """None when SDPA's causal flag suffices (no padding, t == s or one query); else (B|1, 1, T, S) additive."""
         if attention_mask is None and (t == 1 or t == s):
             return None
-        q_pos = torch.arange(s - t, s, device=device)[:, None]
-        keys = torch.arange(s, device=device)[None, :]
-        allowed = (keys <= q_pos)[None, None]
-        if attention_mask is not None:  # a query always sees itself: padded rows are never all -inf
-            allowed = allowed & (attention_mask.bool()[:, None, None, :] | (keys == q_pos))
-        return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, float("-inf"))
+        return additive_mask(t, s, attention_mask, True, device, dtype)
 
     def mixer_stats(self) -> dict[str, torch.Tensor]:
         stats = {"attn/density": torch.ones((), device=self.o_proj.weight.device)}
@@ -213,11 +209,6 @@ def _dense(weight: torch.Tensor) -> torch.Tensor:
     """The weight as a plain tensor: a quantized one (a torchao tensor subclass) dequantized, for the absorbed
     decode's reshapes, which quantized tensors do not implement."""
     return weight if type(weight) in (torch.Tensor, nn.Parameter) else weight.dequantize()
-
-
-def _causal_bias(t: int, s: int, device: torch.device) -> torch.Tensor:
-    allowed = torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)
-    return torch.zeros(t, s, device=device).masked_fill(~allowed, float("-inf"))[None, None]
 
 
 def cache_bytes_per_token(opts: MLAConfig, element_size: int = 4) -> int:

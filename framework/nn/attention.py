@@ -71,7 +71,7 @@ class SelfAttention(nn.Module):
             k_full = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)  # (B, H, S, D)
             bias = mask
             if bias is None and self.causal and t > 1:
-                bias = _causal_bias(t, k.shape[-2], x.device)
+                bias = causal_bias(t, k.shape[-2], x.device)
             self.last_stats = sparsity_stats(q, k_full, bias)
         use_causal_flag = mask is None and self.causal and t > 1
         y = attention(  # SDPA (in fp32 for small heads on CPU: framework/nn/sdpa.py)
@@ -108,23 +108,27 @@ class SelfAttention(nn.Module):
         """None when SDPA's own causal flag suffices; else a float (B|1, H|1, T, S) additive mask."""
         if attention_mask is None and self.position != "alibi" and (not self.causal or t == 1 or t == s):
             return None
-        # Queries are the last t of s positions.
-        allowed = torch.ones(t, s, dtype=torch.bool, device=device)
-        if self.causal:
-            allowed = allowed.tril(diagonal=s - t)
-        allowed = allowed[None, None]  # (1, 1, T, S)
-        if attention_mask is not None:
-            keep = attention_mask[:, None, None, :].bool()  # (B, 1, 1, S)
-            # Always let a query see itself, so padded rows are never fully masked (no NaN).
-            self_pos = _diagonal(t, s, device)
-            allowed = allowed & (keep | self_pos[None, None])
-        bias = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, float("-inf"))
+        bias = additive_mask(t, s, attention_mask, self.causal, device, dtype)
         if self.position == "alibi":
             bias = bias + alibi_bias(self.alibi_slopes, t, s, device).to(dtype)[None]
         return bias
 
 
-def _causal_bias(t: int, s: int, device: torch.device) -> torch.Tensor:
+def additive_mask(t: int, s: int, attention_mask: torch.Tensor | None, causal: bool, device: torch.device,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """(B|1, 1, T, S) additive mask (0 / -inf) for queries at the last t of s positions: causal if asked, padding
+    keys (attention_mask 0) masked, but a query always sees itself, so padded rows are never all -inf (no NaN)."""
+    allowed = torch.ones(t, s, dtype=torch.bool, device=device)
+    if causal:
+        allowed = allowed.tril(diagonal=s - t)
+    allowed = allowed[None, None]  # (1, 1, T, S)
+    if attention_mask is not None:
+        keep = attention_mask[:, None, None, :].bool()  # (B, 1, 1, S)
+        allowed = allowed & (keep | _diagonal(t, s, device)[None, None])
+    return torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill(~allowed, float("-inf"))
+
+
+def causal_bias(t: int, s: int, device: torch.device) -> torch.Tensor:
     allowed = torch.ones(t, s, dtype=torch.bool, device=device).tril(diagonal=s - t)
     return torch.zeros(t, s, device=device).masked_fill(~allowed, float("-inf"))[None, None]
 
