@@ -23,7 +23,16 @@ def read_checkpoint(path: str | Path, field: str = "ckpt", map_location: str = "
         raise ConfigError(f"{field}: {path} is not a checkpoint (not a torch.save archive: truncated, corrupt or "
                           "another kind of file)")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        try:
+            ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        except Exception as err:  # noqa: BLE001
+            if "torchao" not in str(err):
+                raise
+            # A quantized checkpoint: torchao's tensor types become safe to load once torchao is imported.
+            from .quantization.torchao_backend import torchao
+
+            torchao()
+            ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as err:  # noqa: BLE001 - torch raises many kinds for a bad file
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ConfigError(f"{field}: {path} is not a readable checkpoint (truncated, corrupt or not a torch file: "
@@ -35,14 +44,24 @@ def read_checkpoint(path: str | Path, field: str = "ckpt", map_location: str = "
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Return (model in eval mode, hyper-parameters). Loads with ``weights_only=True`` (no pickled code)."""
+    """Return (model in eval mode, hyper-parameters). Loads with ``weights_only=True`` (no pickled code).
+
+    A quantized checkpoint (``archlab quantize``, or the end of quantization-aware training) is rebuilt with its
+    quantized structure; its hyper-parameters then carry ``quantization`` (the config) as well."""
     ckpt = read_checkpoint(path, map_location=map_location)
     hparams = ckpt["hyper_parameters"]
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     plugin, config, state = _upgraded(hparams["plugin_name"], hparams["model_config"], state)
     hparams = {**hparams, "plugin_name": plugin.name, "model_config": config}
     model = plugin.build(make_config(plugin.name, **config))
-    model.load_state_dict(state)
+    if "archlab_quantization" in ckpt:  # imported here: torchao loads only for quantized checkpoints
+        from .quantization.checkpoint import load_quantized_state, quantization_of
+
+        quantization = quantization_of(ckpt)
+        load_quantized_state(model, quantization, state)
+        hparams["quantization"] = quantization.to_dict()
+    else:
+        model.load_state_dict(state)
     return model.eval(), hparams
 
 

@@ -60,10 +60,12 @@ class ArchitectureModule(L.LightningModule):
         attention_stats: bool = True,
         label_smoothing: float = 0.0,
         max_nonfinite_skips: int = 0,
+        data_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        # Plain values only, so checkpoints load with weights_only=True and rebuild the model.
-        self.save_hyperparameters("plugin_name", "model_config")
+        # Plain values only, so checkpoints load with weights_only=True and rebuild the model; the data config
+        # lets `archlab eval` / `archlab quantize` measure a checkpoint on its own data.
+        self.save_hyperparameters("plugin_name", "model_config", "data_config")
         self.plugin = get_plugin(plugin_name)
         config = make_config(plugin_name, **model_config)
         self.model: nn.Module = self.plugin.build(config)

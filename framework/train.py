@@ -168,6 +168,14 @@ def _check_resumable(cfg: DictConfig, path: str, plugin_name: str, model_cfg: di
     field = "ckpt_path" if cfg.get("ckpt_path") else "resume"
     ckpt = read_checkpoint(path, field, mmap=True)
     saved_plugin, saved = ckpt["hyper_parameters"]["plugin_name"], ckpt["hyper_parameters"]["model_config"]
+    if "archlab_quantization" in ckpt:
+        raise ConfigError(f"{field}: {path} is a quantized checkpoint (archlab quantize, or converted at the end of "
+                          "quantization-aware training); resume from the run's full-precision last.ckpt")
+    saved_q = (ckpt["hyper_parameters"].get("quantization") or {}).get("method", "none")
+    now_q = (cfg.get("quantization") or {}).get("method", "none")
+    if saved_q != now_q:
+        raise ConfigError(f"{field}: {path} was trained with quantization={saved_q}, this run has quantization={now_q}; "
+                          f"resume with quantization={saved_q}")
     if saved_plugin != plugin_name:
         raise ConfigError(f"{field}: {path} is a checkpoint of model plugin {saved_plugin!r}, this run's model is "
                           f"{plugin_name!r}")
@@ -226,6 +234,7 @@ class Checked:
     datamodule: Any
     optimizer: Any
     scheduler: Any
+    quantization: Any  # QuantizationConfig, or None without quantization-aware training
 
 
 def check_config(cfg: DictConfig, output_dir_exists: bool = True) -> Checked:
@@ -247,8 +256,28 @@ def check_config(cfg: DictConfig, output_dir_exists: bool = True) -> Checked:
         _refuse_to_clobber(cfg, resume_from)
     _check_model_fits_data(config, datamodule)
     optimizer, scheduler = _optimization(cfg)
+    quantization = training_quantization(cfg, config)
     return Checked(plugin_name, model_cfg, plugin, resume_from=resume_from, wandb_run_id=wandb_run_id, datamodule=datamodule,
-                   optimizer=optimizer, scheduler=scheduler, **checked)
+                   optimizer=optimizer, scheduler=scheduler, quantization=quantization, **checked)
+
+
+def training_quantization(cfg: DictConfig, config: Any) -> Any:
+    """``cfg.quantization`` for training: None (method none), or a QAT method's config, checked against the model
+    (group sizes) on the meta device; a post-training method is refused with where it belongs."""
+    section = cfg.get("quantization")
+    if not section or section.get("method", "none") == "none":
+        return None
+    from .quantization import plan, quantization_config
+
+    quantization = quantization_config(OmegaConf.to_container(section, resolve=True))
+    if quantization.spec.kind != "qat":
+        raise ConfigError(f"quantization: {quantization.method!r} is a post-training method: quantize the trained "
+                          f"checkpoint with `archlab quantize ckpt=<run>/checkpoints/last.ckpt "
+                          f"quantization={quantization.method}`; training with fake quantization takes "
+                          "quantization=qat_int4_weight_only or quantization=qat_int8_dynamic_int4_weight")
+    with torch.device("meta"):
+        plan(get_plugin(split_model_config(cfg)[0]).build(config), quantization)  # group sizes fit every layer
+    return quantization
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -267,7 +296,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         attention_stats=cfg.get("attention_stats", True),
         label_smoothing=checked.label_smoothing,
         max_nonfinite_skips=checked.max_nonfinite_skips,
+        data_config=OmegaConf.to_container(cfg.data, resolve=True),
     )
+    if checked.quantization is not None:
+        module.hparams["quantization"] = checked.quantization.to_dict()  # recorded: a resume must use the same
     if cfg.get("compile"):
         module.model = torch.compile(module.model)
     n_params = sum(p.numel() for p in module.model.parameters())
@@ -278,6 +310,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     callbacks += _progress_bar(cfg, callbacks)
     ckpt_dir = str(Path(str(cfg.paths.output_dir)) / "checkpoints")
     callbacks += [PreemptionCheckpoint(ckpt_dir), *periodic_checkpoint(ckpt_dir, *checked.checkpoint_every)]
+    qat = None
+    if checked.quantization is not None:
+        from .quantization import QuantizationAwareTraining
+
+        qat = QuantizationAwareTraining(checked.quantization, ckpt_dir)
+        callbacks.append(qat)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
                                      plugins=[AtomicCheckpointIO()])
     failed = True  # until fit and the sample are done: W&B marks the run failed otherwise
@@ -294,6 +332,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             "last_checkpoint": getattr(checkpoint, "last_model_path", None) or None,
             "output_dir": str(cfg.paths.output_dir),
             "sample": _sample(module.model, datamodule, cfg),
+            "quantized_checkpoint": str(qat.converted_path) if qat is not None and qat.converted_path else None,
         }
         if result["sample"] is not None:
             log.info("sample:\n%s", result["sample"])

@@ -117,6 +117,7 @@ class TextDataModule(ConfiguredDataModule):
     large for it fails before any training starts."""
 
     config_class = TextDataConfig
+    bytes_per_token = 1.0  # byte tokens: bits per token are bits per byte (`archlab eval`)
 
     def __init__(self, config: TextDataConfig | None = None, **options: Any) -> None:
         super().__init__(config, **options)

@@ -22,6 +22,7 @@ from torch import nn
 from framework.config_schema import check
 from framework.nn.attention import additive_mask, causal_bias
 from framework.nn.attention_stats import sparsity_stats
+from framework.nn.dense_weight import dense
 from framework.nn.positions import RotaryEmbedding
 from framework.nn.sdpa import attention
 
@@ -180,7 +181,7 @@ class MultiHeadLatentAttention(nn.Module):
         sequence, with the cache read once (not once per head, as a GQA kernel expanding its key head would)."""
         b, h, t, _ = q_nope.shape
         r = self.opts.kv_lora_rank
-        w = _dense(self.kv_b_proj.weight).view(h, self.nope + self.v_dim, r)  # (H, nope + dv, r)
+        w = dense(self.kv_b_proj.weight).view(h, self.nope + self.v_dim, r)  # (H, nope + dv, r)
         w_uk, w_uv = w.split([self.nope, self.v_dim], dim=1)
         q_lat = torch.matmul(q_nope, w_uk.to(q_nope.dtype))  # (B, H, T, r)
         q_all = torch.cat([q_lat, q_rope], dim=-1).reshape(b, h * t, -1)  # (B, H T, r + dr)
@@ -203,12 +204,6 @@ class MultiHeadLatentAttention(nn.Module):
             stats["attn/entropy"] = self.last_stats["entropy_norm"]
             stats["attn/topk_mass"] = self.last_stats["topk_mass"]
         return stats
-
-
-def _dense(weight: torch.Tensor) -> torch.Tensor:
-    """The weight as a plain tensor: a quantized one (a torchao tensor subclass) dequantized, for the absorbed
-    decode's reshapes, which quantized tensors do not implement."""
-    return weight if type(weight) in (torch.Tensor, nn.Parameter) else weight.dequantize()
 
 
 def cache_bytes_per_token(opts: MLAConfig, element_size: int = 4) -> int:

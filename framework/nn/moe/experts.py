@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..dense_weight import dense
 from ..feedforward import MLP, GatedMLP
 
 ExpertActivation = Literal["swiglu", "gelu"]
@@ -60,6 +61,9 @@ class GroupedExperts(nn.Module):
         self.gated = activation == "swiglu"
         self.impl = impl
         self.pad_rows_to: int | None = None  # grouped path: round each expert's rows up to this (None: auto)
+        # Quantization-aware training (framework/quantization) sets a fake quantizer applied to every weight:
+        # GroupedExperts holds stacked tensors, which torchao's swap of nn.Linear modules does not reach.
+        self.weight_quantizer: nn.Module | None = None
 
         def weight(rows: int, cols: int) -> nn.Parameter:
             return nn.Parameter(torch.empty(n_experts, rows, cols))
@@ -88,6 +92,17 @@ class GroupedExperts(nn.Module):
             nn.init.uniform_(weight, -bound, bound)
             if bias_ is not None:
                 nn.init.uniform_(bias_, -bound, bound)
+
+    def weights(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(weight, bias) of each projection as the forward uses them: quantized weights dequantized, and
+        fake-quantized under quantization-aware training."""
+        out = []
+        for weight, bias_ in self.projections():
+            weight = dense(weight)
+            if self.weight_quantizer is not None:
+                weight = self.weight_quantizer(weight.reshape(-1, weight.shape[-1])).view(weight.shape)
+            out.append((weight, bias_))
+        return out
 
     def __len__(self) -> int:
         return self.n_experts
@@ -143,29 +158,30 @@ class GroupedExperts(nn.Module):
             out = F.grouped_mm(h, weight.to(h.dtype).transpose(1, 2), offs=offs)
             return out if bias_ is None else out + bias_[expert_of_row].to(out.dtype)
 
-        up = project(x, self.up_proj, self.up_bias)
-        if self.gated:
-            hidden = F.silu(project(x, self.gate_proj, self.gate_bias)) * up
-        else:
-            hidden = F.gelu(up)
-        out = project(hidden, self.down_proj, self.down_bias)
+        *gate, up, down = self.weights()
+        up = project(x, *up)
+        hidden = F.silu(project(x, *gate[0])) * up if self.gated else F.gelu(up)
+        out = project(hidden, *down)
         if out.requires_grad:  # grouped_mm's backward rejects broadcast gradients (e.g. from out.sum())
             out.register_hook(torch.Tensor.contiguous)
         return out
 
     def _loop(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         chunks = x.split(counts.tolist())
-        return torch.cat([self.run_expert(i, chunk) for i, chunk in enumerate(chunks)])
+        weights = self.weights()  # dequantized once, not once per expert
+        return torch.cat([self.run_expert(i, chunk, weights) for i, chunk in enumerate(chunks)])
 
     # ---- one expert -------------------------------------------------------------------------
-    def run_expert(self, i: int, x: torch.Tensor) -> torch.Tensor:
+    def run_expert(self, i: int, x: torch.Tensor,
+                   weights: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None) -> torch.Tensor:
         """Expert i's FFN on x (..., C): the reference the grouped path must equal."""
         def project(h: torch.Tensor, weight: torch.Tensor, bias_: torch.Tensor | None) -> torch.Tensor:
             return F.linear(h, weight[i], None if bias_ is None else bias_[i])
 
-        up = project(x, self.up_proj, self.up_bias)
-        hidden = F.silu(project(x, self.gate_proj, self.gate_bias)) * up if self.gated else F.gelu(up)
-        return project(hidden, self.down_proj, self.down_bias)
+        *gate, up, down = weights if weights is not None else self.weights()
+        up = project(x, *up)
+        hidden = F.silu(project(x, *gate[0])) * up if self.gated else F.gelu(up)
+        return project(hidden, *down)
 
     @torch.no_grad()
     def load_dense_(self, i: int, ffn: MLP | GatedMLP) -> None:

@@ -48,6 +48,9 @@ class Router(nn.Module):
     ~14x slower (``archlab bench moe`` profiles).
     """
 
+    # framework/quantization keeps this Linear in full precision and reports why.
+    full_precision_reason = "MoE router: routing decisions are sensitive to rounding (Switch's selective precision)"
+
     def __init__(self, d_model: int, n_experts: int, jitter: float = 0.0) -> None:
         super().__init__()
         self.weight = nn.Linear(d_model, n_experts, bias=False)

@@ -1,0 +1,110 @@
+"""Which weights of a model a quantization config quantizes, and why the others stay in full precision.
+
+The rules are generic (no plugin is named): every ``nn.Linear``; the token embedding and the output head (a Linear
+with ``vocab_size`` outputs outside the list of layers, or one tied to an embedding) only with ``include_embeddings``; the stacked expert
+weights of ``GroupedExperts``; never a Linear inside a module that declares ``full_precision_reason`` (the MoE
+router). Recurrent cells (``nn.LSTM``/``nn.GRU``/``nn.RNN``) are reported as kept: their fused kernels take float
+weights and torchao quantizes no recurrent cell.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+from framework.config_schema import ConfigError
+from framework.nn.moe.experts import GroupedExperts
+
+from .config import QuantizationConfig
+
+PACKED_ROWS = 16  # torch's int4 CPU packing (_convert_weight_to_int4pack_for_cpu) tiles output rows by 16
+
+Kind = Literal["linear", "head", "embedding", "experts", "recurrent"]
+
+
+@dataclass(frozen=True)
+class Decision:
+    name: str  # the module's path in the model ("blocks.0.mixer.q_proj")
+    kind: Kind
+    shape: tuple[int, ...]  # its weight's shape
+    quantize: bool
+    reason: str = ""  # why it stays in full precision (empty when quantized)
+
+
+def _vocab_size(model: nn.Module) -> int | None:
+    return getattr(getattr(model, "config", None), "vocab_size", None)
+
+
+def plan(model: nn.Module, cfg: QuantizationConfig) -> list[Decision]:
+    """One decision per quantizable module of ``model`` (in module order). Raises ConfigError naming every
+    layer whose in_features ``group_size`` does not divide, unless ``skip_indivisible``."""
+    vocab = _vocab_size(model)
+    embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    kept_by_parent: dict[str, str] = {}
+    decisions: list[Decision] = []
+    indivisible: list[str] = []
+    for name, module in model.named_modules():
+        reason = getattr(module, "full_precision_reason", None)
+        if reason:
+            kept_by_parent[name + "."] = reason
+        inherited = next((r for prefix, r in kept_by_parent.items() if name.startswith(prefix)), None)
+        if isinstance(module, nn.Linear):
+            tied = id(module.weight) in embedding_weights
+            outside_layers = not any(part.isdigit() for part in name.split("."))  # not in a ModuleList of layers
+            head = tied or (outside_layers and vocab is not None and module.out_features == vocab)
+            kind: Kind = "head" if head else "linear"
+            shape = tuple(module.weight.shape)
+            if inherited:
+                decisions.append(Decision(name, kind, shape, False, inherited))
+            elif kind == "head" and not cfg.include_embeddings:
+                why = "output head tied to the token embedding" if tied else "output head"
+                decisions.append(Decision(name, kind, shape, False, f"{why} (quantization.include_embeddings=true "
+                                                                     "quantizes it)"))
+            elif cfg.spec.grouped and module.in_features % cfg.group_size:
+                note = f"in_features {module.in_features} is not a multiple of group_size {cfg.group_size}"
+                if not cfg.skip_indivisible:
+                    indivisible.append(f"{name} ({note.split(' is')[0]})")
+                decisions.append(Decision(name, kind, shape, False, note))
+            elif cfg.int4_format == "packed" and module.out_features % PACKED_ROWS:
+                note = (f"out_features {module.out_features} is not a multiple of {PACKED_ROWS} (the packed int4 "
+                        "CPU kernel's tile)")
+                if not cfg.skip_indivisible:
+                    indivisible.append(f"{name} (out_features {module.out_features})")
+                decisions.append(Decision(name, kind, shape, False, note))
+            else:
+                decisions.append(Decision(name, kind, shape, True))
+        elif isinstance(module, nn.Embedding):
+            shape = tuple(module.weight.shape)
+            if not cfg.include_embeddings:
+                decisions.append(Decision(name, "embedding", shape, False,
+                                          "token embedding (quantization.include_embeddings=true quantizes it)"))
+            elif cfg.spec.grouped and module.embedding_dim % cfg.group_size:
+                note = f"embedding_dim {module.embedding_dim} is not a multiple of group_size {cfg.group_size}"
+                if not cfg.skip_indivisible:
+                    indivisible.append(f"{name} (embedding_dim {module.embedding_dim})")
+                decisions.append(Decision(name, "embedding", shape, False, note))
+            else:
+                decisions.append(Decision(name, "embedding", shape, True))
+        elif isinstance(module, GroupedExperts):
+            shape = tuple(module.up_proj.shape)
+            dims = {w.shape[-1] for w, _ in module.projections()}
+            if cfg.spec.grouped and any(d % cfg.group_size for d in dims):
+                note = f"expert in_features {sorted(dims)} not all multiples of group_size {cfg.group_size}"
+                if not cfg.skip_indivisible:
+                    indivisible.append(f"{name} (expert in_features {sorted(dims)})")
+                decisions.append(Decision(name, "experts", shape, False, note))
+            else:
+                decisions.append(Decision(name, "experts", shape, True))
+        elif isinstance(module, nn.RNNBase):
+            decisions.append(Decision(name, "recurrent", tuple(module.weight_ih_l0.shape), False,
+                                      f"fused {type(module).__name__} kernel takes float weights (torchao "
+                                      "quantizes no recurrent cell)"))
+    if indivisible:
+        divisors = [g for g in (8, 16, 32, 64, 128, 256) if g < cfg.group_size]
+        raise ConfigError(
+            f"quantization.group_size: {cfg.group_size} (int4_format {cfg.int4_format!r}) does not fit "
+            f"{'; '.join(indivisible[:6])}{' ...' if len(indivisible) > 6 else ''}: in_features must be a multiple "
+            f"of group_size (e.g. one of {divisors}){' and out_features of 16' if cfg.int4_format == 'packed' else ''}"
+            "; or set quantization.skip_indivisible=true to keep those layers in full precision")
+    return decisions
