@@ -160,10 +160,9 @@ class StackLM(nn.Module):
         x = self.tok_emb(input_ids)  # (B, T, C)
         if self.embed_scale != 1.0:  # Gemma / RecurrentGemma: sqrt(d_model)
             x = x * self.embed_scale
-        if self.pos_emb is not None:
-            x = x + self.pos_emb(torch.arange(offset, offset + t, device=input_ids.device))
-        elif self.config.position == "sinusoidal":
-            x = x + self.pos_table[offset : offset + t].to(x.dtype)
+        if self.pos_emb is not None or self.config.position == "sinusoidal":
+            positions = self._positions(attention_mask, offset, t, input_ids.device)
+            x = x + (self.pos_emb(positions) if self.pos_emb is not None else self.pos_table[positions].to(x.dtype))
         x = self.drop(x)
         aux = x.new_zeros((), dtype=torch.float32)
         shared, private_t, private_c, rms = [], [], [], []
@@ -196,6 +195,15 @@ class StackLM(nn.Module):
         if offset == 0:
             stats.update(self._receptive_field(t))
         return ModelOutput(logits=logits, aux_loss=aux, stats=stats)
+
+    @staticmethod
+    def _positions(attention_mask: torch.Tensor | None, offset: int, t: int, device: torch.device) -> torch.Tensor:
+        """Absolute positions of the T new tokens: offset.., or with a padding mask each row's count of real
+        tokens before it (left-padded rows then see the positions they would alone; relative positions - RoPE,
+        ALiBi - need no such care)."""
+        if attention_mask is None or bool(attention_mask.all()):
+            return torch.arange(offset, offset + t, device=device)
+        return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -t:]  # (B, T)
 
     def _receptive_field(self, t: int) -> dict[str, torch.Tensor]:
         """Share of the t positions that reach the last one through all layers, for stacks of static sparse
@@ -243,6 +251,7 @@ class StackLM(nn.Module):
         top_p: float | None = None,
         use_cache: bool = True,
         generator: torch.Generator | None = None,
+        attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Append ``max_new_tokens`` sampled tokens to (B, T) ``input_ids``; ``temperature=0`` is greedy.
 
@@ -250,12 +259,14 @@ class StackLM(nn.Module):
         layers, O(1) recurrent states for RNN layers); without it (or when a layer has no decode state,
         e.g. lsh) each step recomputes the whole context. Stacks with attention or a position table keep
         their last ``max_seq_len`` tokens in both modes (the state is rebuilt when it would overflow), so
-        both give the same tokens; pure recurrent stacks see the whole context.
+        both give the same tokens; pure recurrent stacks see the whole context. ``attention_mask`` (B, T) batches
+        prompts of different lengths padded on the left (attention layers mask the padding; recurrent layers
+        refuse left padding).
         """
         return generate_causal(
             self, input_ids, max_new_tokens, new_state=self.new_state if use_cache and self._decodable else None,
             context_limit=self.config.context_limit, temperature=temperature, top_k=top_k, top_p=top_p,
-            generator=generator,
+            generator=generator, attention_mask=attention_mask,
         )
 
 

@@ -11,6 +11,12 @@ class StackState:
         self.layers = layers
         self.length = 0
 
+    def reserve(self, positions: int) -> None:
+        """Size every layer's cache that can preallocate (KVCache) for ``positions`` in total."""
+        for layer in self.layers:
+            if hasattr(layer, "reserve"):
+                layer.reserve(positions)
+
     def detached(self) -> "StackState":
         """A copy cut from the autograd graph (truncated BPTT carries only recurrent states)."""
         out = StackState([s.detach() for s in self.layers])
