@@ -19,7 +19,7 @@ commands:
   quantize ckpt=PATH quantization=METHOD [quantization.FIELD=V out=PATH overwrite=true eval=false]
                             post-training quantization (conf/quantization/): writes <ckpt>.<method>.ckpt + .json
   plugins                   list architecture plugins (and broken ones, with their errors)
-  bench <name>              run a benchmark: decoder | encoders | moe | sparse | rnn
+  bench <name>              run a benchmark: decoder | encoders | infer | mixers | moe | sparse | rnn | overhead
   new-plugin NAME [--dir DIR]  write a new, installable plugin package (see docs/plugins.md)
 """
 

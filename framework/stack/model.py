@@ -91,6 +91,7 @@ class StackLM(nn.Module):
         self.n_params_active = self.n_params_total - inactive
         self._has_moe = any(s.family == "moe" for s in self.channel_specs)
         self._decodable = all(s.carries != "none" for s in self.token_specs)  # else generation recomputes
+        self._reports_stats = [isinstance(b.mixer, ReportsStats) for b in self.blocks]  # a Protocol check is slow
         self._carried: StackState | None = None  # stateful training: the state after the last batch
         self._receptive: dict[int, float] = {}
 
@@ -164,6 +165,8 @@ class StackLM(nn.Module):
             positions = self._positions(attention_mask, offset, t, input_ids.device)
             x = x + (self.pos_emb(positions) if self.pos_emb is not None else self.pos_table[positions].to(x.dtype))
         x = self.drop(x)
+        if state is not None and torch.is_inference_mode_enabled():
+            return self._decode_step(x, attention_mask, state, t)
         aux = x.new_zeros((), dtype=torch.float32)
         shared, private_t, private_c, rms = [], [], [], []
         for i, block in enumerate(self.blocks):
@@ -172,16 +175,14 @@ class StackLM(nn.Module):
                 if a is not None:
                     aux = aux + a
             layer_shared, own_t = split_stats(stats_t)
-            if isinstance(block.mixer, ReportsStats):
+            if self._reports_stats[i]:
                 layer_shared.update(block.mixer.mixer_stats())
             _, own_c = split_stats(stats_c)
             shared.append(layer_shared)
             private_t.append(own_t)
             private_c.append(own_c)
             rms.append(residual_rms(x))
-        logits = self.lm_head(self.final_norm(x))  # (B, T, V)
-        if self.config.logit_softcap is not None:  # Gemma 2 / RecurrentGemma: cap * tanh(logits / cap)
-            logits = torch.tanh(logits / self.config.logit_softcap) * self.config.logit_softcap
+        logits = self._logits(x)
         if state is not None:
             state.length += t
         if carry:
@@ -195,6 +196,23 @@ class StackLM(nn.Module):
         if offset == 0:
             stats.update(self._receptive_field(t))
         return ModelOutput(logits=logits, aux_loss=aux, stats=stats)
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.lm_head(self.final_norm(x))  # (B, T, V)
+        if self.config.logit_softcap is not None:  # Gemma 2 / RecurrentGemma: cap * tanh(logits / cap)
+            logits = torch.tanh(logits / self.config.logit_softcap) * self.config.logit_softcap
+        return logits
+
+    def _decode_step(self, x: torch.Tensor, attention_mask: torch.Tensor | None, state: StackState,
+                     t: int) -> ModelOutput:
+        """A generation step (a state, under ``torch.inference_mode``): the layers and the logits only. The
+        statistics a training or validation forward collects (a reduction or two per layer, a few Python calls
+        each) cost more than a small model's matmuls at one token per step, and nothing reads them here."""
+        for block, layer_state in zip(self.blocks, state.layers):
+            x = block(x, attention_mask, layer_state)[0]
+        logits = self._logits(x)
+        state.length += t
+        return ModelOutput(logits=logits, aux_loss=logits.new_zeros((), dtype=torch.float32), stats={})
 
     @staticmethod
     def _positions(attention_mask: torch.Tensor | None, offset: int, t: int, device: torch.device) -> torch.Tensor:
