@@ -79,12 +79,13 @@ def format_bytes(weight_shape: tuple[int, ...], cfg: QuantizationConfig, packed:
     return rows * k // 2 + groups * 8 if packed else rows * k + groups * 5
 
 
-@pytest.mark.parametrize("method", METHODS)
-@pytest.mark.parametrize("name", PRESETS)
+# rnn_seq2seq at this size has no Linear with out_features a multiple of 16 (packed int4's tile) outside its cells
+CASES = [(n, m) for n in PRESETS for m in METHODS if (n, m) != ("rnn_seq2seq", "int4_packed")]
+
+
+@pytest.mark.parametrize("name, method", CASES)
 def test_every_method_on_every_plugin(name: str, method: str) -> None:
     values, tolerance = METHODS[method]
-    if name == "rnn_seq2seq" and method == "int4_packed":
-        pytest.skip("no layer with out_features a multiple of 16 outside the recurrent cells")
     # mamba's dt_proj has in_features dt_rank = 4; an LSTM stack's only matmuls besides its cells are the
     # embedding and the head
     cfg = QuantizationConfig(**values, skip_indivisible=True, include_embeddings=name == "lstm")
