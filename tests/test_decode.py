@@ -7,6 +7,9 @@ one buffer (no copy per token) and earlier views stay valid; with gradients the 
 """
 from __future__ import annotations
 
+import copy
+import functools
+
 import pytest
 import torch
 
@@ -21,6 +24,12 @@ CAUSAL = sorted(name for name, plugin in model_options().items() if get_plugin(p
 
 
 def preset(name: str):  # noqa: ANN201
+    """A fresh copy of the tiny ``name`` model in float64 (composed once per preset)."""
+    return copy.deepcopy(_preset(name))
+
+
+@functools.cache
+def _preset(name: str):  # noqa: ANN202
     overrides = [f"model={name}", f"model.vocab_size={VOCAB}", "model.max_seq_len=64", "model.d_model=64"]
     if name not in ("lstm", "gru", "elman", "rnn"):
         overrides.append("model.n_heads=4")

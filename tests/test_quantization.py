@@ -10,6 +10,7 @@ trained weights.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 
 import pytest
@@ -40,6 +41,12 @@ VOCAB = 96  # not d_model: the output head must be told apart by more than its s
 
 
 def build(name: str) -> nn.Module:
+    """A fresh copy of the tiny ``name`` model (composed once: Hydra's compose costs more than the test)."""
+    return copy.deepcopy(_built(name))
+
+
+@functools.cache
+def _built(name: str) -> nn.Module:
     overrides = [f"model={name}", f"model.vocab_size={VOCAB}", "model.d_model=64"]
     if name not in ("lstm", "rnn_seq2seq"):
         overrides.append("model.n_heads=4")
