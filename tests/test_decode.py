@@ -118,3 +118,17 @@ def test_learned_positions_of_a_left_padded_row_are_its_own() -> None:
     positions = model._positions(mask, 0, 5, torch.device("cpu"))
     assert positions.tolist() == [[0, 0, 0, 1, 2]]
     assert model._positions(torch.ones(1, 6, dtype=torch.long), 4, 2, torch.device("cpu")).tolist() == [4, 5]
+
+
+def test_the_compiled_decode_step_gives_the_eager_tokens() -> None:
+    """generate(compile=True): the one-token step through torch.compile (dynamic cache length, one graph)."""
+    import framework
+
+    torch.manual_seed(0)
+    model = framework.build_model("decoder", vocab_size=VOCAB, d_model=32, n_heads=2, n_layers=1, max_seq_len=64,
+                                  position="rope", norm="rmsnorm", ffn="swiglu").eval()
+    prompt = torch.randint(0, VOCAB, (2, 5))
+    eager = model.generate(prompt, 8, temperature=0)
+    compiled = model.generate(prompt, 8, temperature=0, compile=True)
+    assert model._compiled_decode is not None
+    assert torch.equal(compiled, eager)

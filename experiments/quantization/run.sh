@@ -11,6 +11,8 @@ ptq() {  # quantize run $1's last.ckpt with every post-training method
   done
   archlab quantize ckpt=$dir/last.ckpt quantization=int4_weight_only quantization.int4_format=packed \
     out=$dir/last.int4_packed.ckpt overwrite=true | tail -3
+  archlab quantize ckpt=$dir/last.ckpt quantization=int4_weight_only quantization.int4_format=packed \
+    quantization.group_size=64 out=$dir/last.int4_packed_g64.ckpt overwrite=true | tail -3
 }
 if [[ $which == gpt || $which == all ]]; then  # the main job (2000 steps), and the same with int4 QAT
   archlab train hydra.run.dir=$OUT/gpt overwrite=true logger=csv

@@ -11,7 +11,7 @@ from ..data.tokenizer import ByteTokenizer
 from ..generation.text import ByteSentinelCodec, PromptCodec
 
 _FIELDS = {"ckpt": str, "prompt": str, "max_new_tokens": int, "temperature": float, "top_k": int, "top_p": float,
-           "seed": int, "device": str,
+           "seed": int, "device": str, "compile": str,
            "ids": str, "num_beams": int, "length_penalty": float}  # encoder-decoder checkpoints only
 
 
@@ -44,8 +44,14 @@ def run_generate(argv: list[str]) -> int:
         tokenizer = ByteTokenizer()
         ids = torch.tensor([tokenizer.encode(args["prompt"].encode().decode("unicode_escape"))], device=args["device"])
         generator = torch.Generator(device=args["device"]).manual_seed(args["seed"])
+        extra = {}
+        if args.get("compile") is not None:
+            if args["compile"] not in ("true", "false"):
+                raise ValueError(f"compile: {args['compile']!r} is not true or false")
+            if args["compile"] == "true":
+                extra["compile"] = True  # decoder-stack checkpoints: torch.compile the decode step
         out = model.generate(ids, max_new_tokens=args["max_new_tokens"], temperature=args["temperature"],
-                             top_k=args.get("top_k"), top_p=args.get("top_p"), generator=generator)
+                             top_k=args.get("top_k"), top_p=args.get("top_p"), generator=generator, **extra)
     except ValueError as err:
         print(f"archlab generate: error: {err}", file=sys.stderr)
         return 2

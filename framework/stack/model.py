@@ -93,6 +93,7 @@ class StackLM(nn.Module):
         self._decodable = all(s.carries != "none" for s in self.token_specs)  # else generation recomputes
         self._reports_stats = [isinstance(b.mixer, ReportsStats) for b in self.blocks]  # a Protocol check is slow
         self._carried: StackState | None = None  # stateful training: the state after the last batch
+        self._compiled_decode = None  # torch.compile'd _decode_step (generate(compile=True))
         self._receptive: dict[int, float] = {}
 
     @torch.no_grad()
@@ -166,7 +167,9 @@ class StackLM(nn.Module):
             x = x + (self.pos_emb(positions) if self.pos_emb is not None else self.pos_table[positions].to(x.dtype))
         x = self.drop(x)
         if state is not None and torch.is_inference_mode_enabled():
-            return self._decode_step(x, attention_mask, state, t)
+            # compiled: one-token steps only (the prefill's length varies; a size-1 dimension is static for Dynamo)
+            step = self._compiled_decode if self._compiled_decode is not None and t == 1 else self._decode_step
+            return step(x, attention_mask, state, t)
         aux = x.new_zeros((), dtype=torch.float32)
         shared, private_t, private_c, rms = [], [], [], []
         for i, block in enumerate(self.blocks):
@@ -270,6 +273,7 @@ class StackLM(nn.Module):
         use_cache: bool = True,
         generator: torch.Generator | None = None,
         attention_mask: torch.Tensor | None = None,
+        compile: bool = False,
     ) -> torch.Tensor:
         """Append ``max_new_tokens`` sampled tokens to (B, T) ``input_ids``; ``temperature=0`` is greedy.
 
@@ -279,8 +283,11 @@ class StackLM(nn.Module):
         their last ``max_seq_len`` tokens in both modes (the state is rebuilt when it would overflow), so
         both give the same tokens; pure recurrent stacks see the whole context. ``attention_mask`` (B, T) batches
         prompts of different lengths padded on the left (attention layers mask the padding; recurrent layers
-        refuse left padding).
+        refuse left padding). ``compile`` runs the decode step through ``torch.compile`` (dynamic shapes: one
+        graph for every cache length; the first call compiles, tens of seconds on a CPU).
         """
+        if compile and self._compiled_decode is None:
+            self._compiled_decode = torch.compile(self._decode_step, dynamic=True)
         return generate_causal(
             self, input_ids, max_new_tokens, new_state=self.new_state if use_cache and self._decodable else None,
             context_limit=self.config.context_limit, temperature=temperature, top_k=top_k, top_p=top_p,

@@ -38,6 +38,7 @@ TARGETS = {  # (model size label prefix, what) -> ratio; printed against the mea
     "decode vs HF at d1024 L8, batch 1, fp32": 1.2,
     "decode share of the bandwidth bound at d1024 L8, batch 1, fp32": 0.7,
     "int8_weight_only decode vs our fp32 at d1024 L8, batch 1": 1.3,
+    "fp32+compile decode vs our fp32 (eager) at d256 L4": 1.3,
 }
 
 
@@ -52,6 +53,7 @@ class InferConfig:
     vocab: int = 256
     rounds: int = 3
     hf: bool = True
+    compile: bool = False  # also our fp32 with a torch.compile'd decode step ("fp32+compile")
     device: str = "auto"
     threads: int | None = None
 
@@ -119,8 +121,8 @@ def copy_bandwidth(device: torch.device, megabytes: int = 512) -> Callable[[], N
     return lambda: dst.copy_(src)
 
 
-def _ours_generate(model: nn.Module, ids: torch.Tensor, n: int) -> Callable[[], Any]:
-    return lambda: model.generate(ids, n, temperature=0)
+def _ours_generate(model: nn.Module, ids: torch.Tensor, n: int, compile: bool = False) -> Callable[[], Any]:
+    return lambda: model.generate(ids, n, temperature=0, **({"compile": True} if compile else {}))
 
 
 def _hf_generate(model: nn.Module, ids: torch.Tensor, n: int) -> Callable[[], Any]:
@@ -144,6 +146,8 @@ def _variants(cfg: InferConfig, name: str, size: Size, device: torch.device):  #
             model = copy.deepcopy(ours32).to(device)
             quantize_model(model, QuantizationConfig(method=precision, skip_indivisible=True))
             out[precision] = (model, None)
+    if cfg.compile:
+        out["fp32+compile"] = (copy.deepcopy(ours32).to(device), None)
     return out
 
 
@@ -159,8 +163,9 @@ def run(cfg: InferConfig) -> list[dict[str, Any]]:
                 same = same_tokens(variants, ids, min(cfg.new_tokens, 16)) if cfg.hf else {}
                 fns: dict[str, Callable[[], Any]] = {"copy": copy_bandwidth(device)}
                 for precision, (ours, hf) in variants.items():
-                    fns[f"{precision}/ours/1"] = _ours_generate(ours, ids, 1)
-                    fns[f"{precision}/ours/n"] = _ours_generate(ours, ids, cfg.new_tokens)
+                    compiled = precision.endswith("+compile")
+                    fns[f"{precision}/ours/1"] = _ours_generate(ours, ids, 1, compiled)
+                    fns[f"{precision}/ours/n"] = _ours_generate(ours, ids, cfg.new_tokens, compiled)
                     fns[f"{precision}/ours/matmuls"] = matmuls_of_a_step(ours, batch, cfg.new_tokens - 1)
                     if hf is not None:
                         fns[f"{precision}/hf/1"] = _hf_generate(hf, ids, 1)
@@ -263,6 +268,7 @@ def parse_args(argv: list[str] | None) -> InferConfig:
     p.add_argument("--new-tokens", type=int, default=256)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--no-hf", action="store_true", help="ours only (no transformers needed)")
+    p.add_argument("--compile", action="store_true", help="also fp32 with a torch.compile'd decode step")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
@@ -271,7 +277,8 @@ def parse_args(argv: list[str] | None) -> InferConfig:
         return InferConfig(sizes=sizes, models=tuple(a.models.split(",")),
                            batches=tuple(int(b) for b in a.batches.split(",")),
                            precisions=tuple(a.precisions.split(",")), prompt=a.prompt, new_tokens=a.new_tokens,
-                           rounds=a.rounds, hf=not a.no_hf, device=a.device, threads=a.threads)
+                           rounds=a.rounds, hf=not a.no_hf, compile=a.compile, device=a.device,
+                           threads=a.threads)
     except ValueError as err:
         p.error(str(err))
 
