@@ -36,6 +36,17 @@ def _vocab_size(model: nn.Module) -> int | None:
     return getattr(getattr(model, "config", None), "vocab_size", None)
 
 
+def _misfit(cfg: QuantizationConfig, label: str, inputs: list[int], outputs: int | None = None) -> str | None:
+    """Why ``cfg``'s groups (or the packed format's row tiles) do not fit a weight with these input dimensions
+    (``label``: how the model calls them) and output rows; None when they fit."""
+    bad = sorted({d for d in inputs if d % cfg.group_size}) if cfg.spec.grouped else []
+    if bad:
+        return f"{label} {', '.join(map(str, bad))} not a multiple of group_size {cfg.group_size}"
+    if outputs is not None and cfg.int4_format == "packed" and outputs % PACKED_ROWS:
+        return f"out_features {outputs} not a multiple of {PACKED_ROWS} (the packed int4 CPU kernel's tile)"
+    return None
+
+
 def plan(model: nn.Module, cfg: QuantizationConfig) -> list[Decision]:
     """One decision per quantizable module of ``model`` (in module order). Raises ConfigError naming every
     layer whose in_features ``group_size`` does not divide, unless ``skip_indivisible``."""
@@ -44,6 +55,13 @@ def plan(model: nn.Module, cfg: QuantizationConfig) -> list[Decision]:
     kept_by_parent: dict[str, str] = {}
     decisions: list[Decision] = []
     indivisible: list[str] = []
+
+    def decide(name: str, kind: Kind, shape: tuple[int, ...], kept: str | None, misfit: str | None) -> None:
+        if kept is None and misfit is not None and not cfg.skip_indivisible:
+            indivisible.append(f"{name} ({misfit.split(' not ')[0]})")
+        reason = kept or misfit
+        decisions.append(Decision(name, kind, shape, reason is None, reason or ""))
+
     for name, module in model.named_modules():
         reason = getattr(module, "full_precision_reason", None)
         if reason:
@@ -53,53 +71,23 @@ def plan(model: nn.Module, cfg: QuantizationConfig) -> list[Decision]:
             tied = id(module.weight) in embedding_weights
             outside_layers = not any(part.isdigit() for part in name.split("."))  # not in a ModuleList of layers
             head = tied or (outside_layers and vocab is not None and module.out_features == vocab)
-            kind: Kind = "head" if head else "linear"
-            shape = tuple(module.weight.shape)
-            if inherited:
-                decisions.append(Decision(name, kind, shape, False, inherited))
-            elif kind == "head" and not cfg.include_embeddings:
-                why = "output head tied to the token embedding" if tied else "output head"
-                decisions.append(Decision(name, kind, shape, False, f"{why} (quantization.include_embeddings=true "
-                                                                     "quantizes it)"))
-            elif cfg.spec.grouped and module.in_features % cfg.group_size:
-                note = f"in_features {module.in_features} is not a multiple of group_size {cfg.group_size}"
-                if not cfg.skip_indivisible:
-                    indivisible.append(f"{name} ({note.split(' is')[0]})")
-                decisions.append(Decision(name, kind, shape, False, note))
-            elif cfg.int4_format == "packed" and module.out_features % PACKED_ROWS:
-                note = (f"out_features {module.out_features} is not a multiple of {PACKED_ROWS} (the packed int4 "
-                        "CPU kernel's tile)")
-                if not cfg.skip_indivisible:
-                    indivisible.append(f"{name} (out_features {module.out_features})")
-                decisions.append(Decision(name, kind, shape, False, note))
-            else:
-                decisions.append(Decision(name, kind, shape, True))
+            kept = inherited
+            if kept is None and head and not cfg.include_embeddings:
+                kept = (f"{'output head tied to the token embedding' if tied else 'output head'} "
+                        "(quantization.include_embeddings=true quantizes it)")
+            decide(name, "head" if head else "linear", tuple(module.weight.shape), kept,
+                   _misfit(cfg, "in_features", [module.in_features], module.out_features))
         elif isinstance(module, nn.Embedding):
-            shape = tuple(module.weight.shape)
-            if not cfg.include_embeddings:
-                decisions.append(Decision(name, "embedding", shape, False,
-                                          "token embedding (quantization.include_embeddings=true quantizes it)"))
-            elif cfg.spec.grouped and module.embedding_dim % cfg.group_size:
-                note = f"embedding_dim {module.embedding_dim} is not a multiple of group_size {cfg.group_size}"
-                if not cfg.skip_indivisible:
-                    indivisible.append(f"{name} (embedding_dim {module.embedding_dim})")
-                decisions.append(Decision(name, "embedding", shape, False, note))
-            else:
-                decisions.append(Decision(name, "embedding", shape, True))
-        elif isinstance(module, GroupedExperts):
-            shape = tuple(module.up_proj.shape)
-            dims = {w.shape[-1] for w, _ in module.projections()}
-            if cfg.spec.grouped and any(d % cfg.group_size for d in dims):
-                note = f"expert in_features {sorted(dims)} not all multiples of group_size {cfg.group_size}"
-                if not cfg.skip_indivisible:
-                    indivisible.append(f"{name} (expert in_features {sorted(dims)})")
-                decisions.append(Decision(name, "experts", shape, False, note))
-            else:
-                decisions.append(Decision(name, "experts", shape, True))
+            kept = None if cfg.include_embeddings else "token embedding (quantization.include_embeddings=true quantizes it)"
+            decide(name, "embedding", tuple(module.weight.shape), kept,
+                   _misfit(cfg, "embedding_dim", [module.embedding_dim]))
+        elif isinstance(module, GroupedExperts):  # stacked weights, always stored unpacked
+            decide(name, "experts", tuple(module.up_proj.shape), None,
+                   _misfit(cfg, "expert in_features", [w.shape[-1] for w, _ in module.projections()]))
         elif isinstance(module, nn.RNNBase):
-            decisions.append(Decision(name, "recurrent", tuple(module.weight_ih_l0.shape), False,
-                                      f"fused {type(module).__name__} kernel takes float weights (torchao "
-                                      "quantizes no recurrent cell)"))
+            decide(name, "recurrent", tuple(module.weight_ih_l0.shape),
+                   f"fused {type(module).__name__} kernel takes float weights (torchao quantizes no recurrent cell)",
+                   None)
     if indivisible:
         divisors = [g for g in (8, 16, 32, 64, 128, 256) if g < cfg.group_size]
         raise ConfigError(
