@@ -114,6 +114,31 @@ def matmuls_of_a_step(model: nn.Module, batch: int, steps: int) -> Callable[[], 
     return run
 
 
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith(field + ":"))
+
+
+def peak_memory_mb(fn: Callable[[], Any], device: torch.device) -> float | None:
+    """Memory one call adds at its peak over what was held before it: CUDA's allocator peak, or on Linux the
+    resident-set high-water mark (reset first through /proc/self/clear_refs) above the resident set before the
+    call; None where neither exists."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    try:
+        before = _status_kb("VmRSS")
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")  # resets VmHWM to the current RSS
+        fn()
+        return max(0, _status_kb("VmHWM") - before) / 1024
+    except (OSError, StopIteration):
+        return None
+
+
 def copy_bandwidth(device: torch.device, megabytes: int = 512) -> Callable[[], None]:
     """A copy of a tensor far larger than the caches: bytes read + written per call = 2 x its size."""
     src = torch.empty(megabytes << 18, dtype=torch.float32, device=device).normal_()
@@ -173,8 +198,11 @@ def run(cfg: InferConfig) -> list[dict[str, Any]]:
                 with torch.inference_mode():
                     t = time_interleaved(fns, device, cfg.rounds, warmup=1)
                 bandwidth = 2 * (512 << 20) / t["copy"].median  # bytes/s
+                with torch.inference_mode():
+                    peaks = {k.removesuffix("/n"): peak_memory_mb(fn, device) for k, fn in fns.items() if k.endswith("/n")}
                 for row in _rows(cfg, name, size, batch, variants, t, bandwidth):
                     row["same_tokens"] = same.get(row["precision"]) if row["impl"] == "archlab" else None
+                    row["peak_mb"] = peaks.get(f"{row['precision']}/{'ours' if row['impl'] == 'archlab' else 'hf'}")
                     rows.append(row)
     return rows
 
@@ -240,6 +268,7 @@ COLUMNS = [
     Column("vs_fp32", "vs our fp32", "{:.2f}x"), Column("vs_fp32_iqr", "IQR", "{}"),
     Column("weights_mb", "weights/step MB", "{:.1f}"), Column("bw_share", "of bw bound", "{:.0%}"),
     Column("matmul_share", "matmuls", "{:.0%}"),
+    Column("peak_mb", "peak +MB", "{:.1f}"),
     Column("same_tokens", "= HF tokens", "{}"),
 ]
 
@@ -252,7 +281,8 @@ def report(rows: list[dict[str, Any]], cfg: InferConfig, device: torch.device) -
              "vs HF: HF decode time / ours, per round (median, IQR); vs our fp32 likewise. 'of bw bound': "
              "(weight bytes a step reads / copy bandwidth) / the measured step time (above 100%: the weights sit in the "
              "CPU caches). 'matmuls': the step's Linear layers alone (same weights, kernels, batch) / the step; the rest "
-             "is attention, norms and Python. '= HF tokens': the first 16 greedy tokens equal Hugging Face's (fp32, same weights).", "", "targets (issue 15):"]
+             "is attention, norms and Python. 'peak +MB': memory a generate call adds at its peak over what the process "
+             "held before it (CUDA: allocator peak; CPU: resident-set high-water mark). '= HF tokens': the first 16 greedy tokens equal Hugging Face's (fp32, same weights).", "", "targets (issue 15):"]
     for what, target in TARGETS.items():
         lines.append(f"  {what}: >= {target}")
     return "\n".join(lines)
