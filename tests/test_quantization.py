@@ -20,6 +20,7 @@ from torch import nn
 from framework.config_schema import ConfigError
 from framework.nn.moe.experts import GroupedExperts
 from framework.quantization import QuantizationConfig, convert_qat, plan, prepare_qat, quantize_model
+from framework.quantization.int8pack import Int8PackedLinear
 from framework.quantization.torchao_backend import is_quantized, storage_bytes, torchao
 from framework.registry import get_plugin, make_config
 from framework.train import split_model_config
@@ -32,6 +33,7 @@ PRESETS = ("gpt", "llama", "mixtral", "deepseek", "mamba", "mamba2", "griffin", 
            "longformer", "bert", *SEQ2SEQ)
 METHODS = {  # method -> (config, relative logit error allowed against fp32)
     "int8_weight_only": (dict(method="int8_weight_only"), 0.03),
+    "int8_pack": (dict(method="int8_weight_only", int8_kernel="int8pack"), 0.03),
     "int8_dynamic": (dict(method="int8_dynamic"), 0.05),
     "int4_weight_only": (dict(method="int4_weight_only"), 0.25),
     "int4_packed": (dict(method="int4_weight_only", int4_format="packed"), 0.25),
@@ -71,6 +73,8 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 def weights_of(module: nn.Module) -> list[torch.Tensor]:
     if isinstance(module, GroupedExperts):
         return [w for w, _ in module.projections()]
+    if isinstance(module, Int8PackedLinear):
+        return [module.qweight]
     return [module.weight]
 
 
@@ -107,15 +111,25 @@ def test_every_method_on_every_plugin(name: str, method: str) -> None:
     error = relative_error(out, reference)
     assert 0 < error < tolerance, (name, method, error)
     for d in quantized:
-        for weight in weights_of(model.get_submodule(d.name)):
+        module = model.get_submodule(d.name)
+        if isinstance(module, Int8PackedLinear):  # int8 data and a bf16 scale per row
+            assert module.qweight.dtype == torch.int8 and cfg.int8_kernel == "int8pack"
+            rows, k = module.qweight.shape
+            assert storage_bytes(module.qweight) + storage_bytes(module.scales) == rows * k + rows * 2
+            continue
+        for weight in weights_of(module):
             assert is_quantized(weight), d.name
             packed = cfg.int4_format == "packed" and d.kind in ("linear", "head")  # experts, embeddings: always unpacked
             expected = format_bytes(tuple(weight.shape), cfg, packed)
             assert storage_bytes(weight) == expected, (d.name, storage_bytes(weight), expected)
     assert all(reason for reason in report.kept.values())
     # the layers' matmul weights: the quantized ones in their format, the kept ones (router, skipped) in fp32
-    expected = sum(format_bytes(tuple(w.shape), cfg, cfg.int4_format == "packed" and d.kind in ("linear", "head"))
-                   if d.quantize else w.numel() * 4
+    def quantized_bytes(d, w) -> int:  # noqa: ANN001
+        if isinstance(model.get_submodule(d.name), Int8PackedLinear):
+            return w.numel() + w.shape[0] * 2
+        return format_bytes(tuple(w.shape), cfg, cfg.int4_format == "packed" and d.kind in ("linear", "head"))
+
+    expected = sum(quantized_bytes(d, w) if d.quantize else w.numel() * 4
                    for d in report.decisions if d.kind in ("linear", "experts")
                    for w in weights_of(model.get_submodule(d.name)))
     assert report.linear_bytes_after == expected
@@ -181,6 +195,8 @@ def test_a_group_size_not_dividing_a_layer_names_the_layer_and_the_size() -> Non
         plan(build("gpt"), QuantizationConfig(method="int4_weight_only", group_size=128))
     with pytest.raises(ConfigError, match=r"dt_proj \(in_features 4\).*skip_indivisible"):
         plan(build("mamba"), QuantizationConfig(method="int4_weight_only"))
+    with pytest.raises(ConfigError, match=r"int8_kernel: 'int8pack' does not fit .*dt_proj \(in_features 4\)"):
+        plan(build("mamba"), QuantizationConfig(method="int8_weight_only", int8_kernel="int8pack"))
     kept = plan(build("mamba"), QuantizationConfig(method="int4_weight_only", skip_indivisible=True))
     assert any("dt_proj" in d.name and not d.quantize and "in_features 4" in d.reason for d in kept)
 
@@ -349,3 +365,34 @@ def test_qat_training_converts_at_the_end_and_resumes_mid_qat(tmp_path) -> None:
 
         check_config(compose_train([*FAST, *TINY, "trainer.max_steps=12", "resume=true"],
                                    output_dir=tmp_path / "split"))
+
+
+def test_int8pack_kernel_equals_its_bf16_reference_and_round_trips_through_a_checkpoint(trained) -> None:
+    """int8_kernel=int8pack: each swapped Linear computes bf16(x) @ the dequantized weight (the kernel's definition),
+    and `archlab quantize` writes a checkpoint that loads back to the same logits."""
+    from framework.checkpoint import load_checkpoint
+    from framework.cli import main
+
+    linear = nn.Linear(64, 48)
+    packed = Int8PackedLinear.from_linear(linear)
+    x = torch.randn(3, 5, 64)
+    reference = (x.bfloat16().float() @ packed.weight.t()).bfloat16().float() + linear.bias
+    torch.testing.assert_close(packed(x), reference, rtol=2e-2, atol=2e-2)
+    assert relative_error(packed(x), linear(x)) < 0.02
+
+    ckpt, _ = trained
+    out = ckpt.with_name("last.int8pack.ckpt")
+    assert main(["quantize", f"ckpt={ckpt}", "quantization=int8_weight_only", "quantization.int8_kernel=int8pack",
+                 f"out={out}"]) == 0
+    report = json.loads(out.with_name(out.name + ".json").read_text())
+    assert abs(report["val_loss_change_pct"]) < 0.5 and report["linear_bytes_ratio"] < 0.26
+    model, _ = load_checkpoint(out)
+    assert isinstance(model.blocks[0].mixer.q_proj, Int8PackedLinear)
+    fresh, _ = load_checkpoint(ckpt)
+    quantize_model(fresh, QuantizationConfig(method="int8_weight_only", int8_kernel="int8pack"))
+    ids = torch.randint(0, 64, (2, 12))
+    torch.testing.assert_close(logits(model, ids), logits(fresh, ids), rtol=0, atol=0)
+    with pytest.raises(ConfigError, match="already quantized"):
+        quantize_model(model, QuantizationConfig(method="int8_weight_only"))
+    with pytest.raises(ConfigError, match="int8_kernel: 'int8pack' exists for method int8_weight_only only"):
+        QuantizationConfig(method="int4_weight_only", int8_kernel="int8pack")

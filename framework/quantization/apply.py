@@ -12,6 +12,7 @@ from framework.config_schema import ConfigError
 from framework.nn.moe.experts import GroupedExperts
 
 from .config import QuantizationConfig
+from .int8pack import Int8PackedLinear
 from .plan import Decision, plan
 from .torchao_backend import (is_quantized, ptq_config, qat_config, quantize_tensor, storage_bytes,
                               torchao, weight_fake_quantizer)
@@ -57,6 +58,8 @@ class QuantizationReport:
 def _weights_of(module: nn.Module) -> list:
     if isinstance(module, GroupedExperts):
         return [w for w, _ in module.projections()]
+    if isinstance(module, Int8PackedLinear):
+        return [module.qweight, module.scales]
     return [module.weight]
 
 
@@ -76,7 +79,8 @@ def model_bytes(model: nn.Module) -> int:
 
 
 def _refuse_quantized(model: nn.Module) -> None:
-    if any(is_quantized(p) for p in model.parameters()):
+    packed = any(isinstance(m, Int8PackedLinear) for m in model.modules())
+    if packed or any(is_quantized(p) for p in model.parameters()):
         raise ConfigError("quantization: this model is already quantized; quantize its full-precision checkpoint "
                           "instead (quantizing twice would compound the rounding)")
 
@@ -85,7 +89,12 @@ def _apply(model: nn.Module, decisions: list[Decision], linear_config: Any, embe
     quantize_ = torchao().quantize_
     linears = {d.name for d in decisions if d.quantize and d.kind in ("linear", "head")}
     embeddings = {d.name for d in decisions if d.quantize and d.kind == "embedding"}
-    if linears:
+    if linears and linear_config == "int8pack":
+        for name in linears:  # PyTorch's int8-pack kernel: a module swap (torchao has no config for it)
+            parent, _, child = name.rpartition(".")
+            holder = model.get_submodule(parent) if parent else model
+            setattr(holder, child, Int8PackedLinear.from_linear(getattr(holder, child)))
+    elif linears:
         quantize_(model, linear_config, filter_fn=lambda m, fqn: fqn in linears)
     if embeddings:
         quantize_(model, embedding_config, filter_fn=lambda m, fqn: fqn in embeddings)
@@ -125,7 +134,8 @@ def quantize_model(model: nn.Module, cfg: QuantizationConfig) -> QuantizationRep
     _refuse_quantized(model)
     decisions = plan(model, cfg)
     before = linear_bytes(model, decisions), model_bytes(model)
-    _apply(model, decisions, ptq_config(cfg), ptq_config(cfg, embedding=True))
+    linear_config = "int8pack" if cfg.int8_kernel == "int8pack" else ptq_config(cfg)
+    _apply(model, decisions, linear_config, ptq_config(cfg, embedding=True))
     _quantize_experts(model, decisions, cfg)
     return _report(cfg, model, decisions, before)
 

@@ -47,6 +47,9 @@ class QuantizationConfig:
     # format QAT converts to) or "packed" (torchao's prototype Int4OpaqueTensor: two weights per byte, tinygemm CPU
     # kernel; weight-only int4 only)
     int4_format: Literal["unpacked", "packed"] = "unpacked"
+    # int8 weight-only kernel: "torchao" (Int8Tensor) or "int8pack" (PyTorch's _weight_int8pack_mm CPU kernel with bf16
+    # activations: faster decoding on CPU, bf16 rounding of the activations; framework/quantization/int8pack.py)
+    int8_kernel: Literal["torchao", "int8pack"] = "torchao"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -56,6 +59,10 @@ class QuantizationConfig:
         if self.int4_format == "packed" and self.method != "int4_weight_only":
             raise ConfigError("quantization.int4_format: 'packed' exists for method int4_weight_only only "
                               f"(method is {self.method!r}); QAT and dynamic-activation methods use 'unpacked'")
+
+        if self.int8_kernel == "int8pack" and self.method != "int8_weight_only":
+            raise ConfigError("quantization.int8_kernel: 'int8pack' exists for method int8_weight_only only "
+                              f"(method is {self.method!r})")
 
     @property
     def spec(self) -> Method:

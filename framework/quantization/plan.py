@@ -19,6 +19,7 @@ from framework.nn.moe.experts import GroupedExperts
 from .config import QuantizationConfig
 
 PACKED_ROWS = 16  # torch's int4 CPU packing (_convert_weight_to_int4pack_for_cpu) tiles output rows by 16
+INT8PACK_COLUMNS = 8  # torch's _weight_int8pack_mm CPU kernel: input widths in multiples of 8 (measured)
 
 Kind = Literal["linear", "head", "embedding", "experts", "recurrent"]
 
@@ -44,6 +45,9 @@ def _misfit(cfg: QuantizationConfig, label: str, inputs: list[int], outputs: int
         return f"{label} {', '.join(map(str, bad))} not a multiple of group_size {cfg.group_size}"
     if outputs is not None and cfg.int4_format == "packed" and outputs % PACKED_ROWS:
         return f"out_features {outputs} not a multiple of {PACKED_ROWS} (the packed int4 CPU kernel's tile)"
+    if outputs is not None and cfg.int8_kernel == "int8pack" and any(d % INT8PACK_COLUMNS for d in inputs):
+        # torch 2.13's kernel does not check: other widths crash it for more than one row
+        return f"in_features {inputs[0]} not a multiple of {INT8PACK_COLUMNS} (the int8pack kernel's)"
     return None
 
 
@@ -89,10 +93,14 @@ def plan(model: nn.Module, cfg: QuantizationConfig) -> list[Decision]:
                    f"fused {type(module).__name__} kernel takes float weights (torchao quantizes no recurrent cell)",
                    None)
     if indivisible:
-        divisors = [g for g in (8, 16, 32, 64, 128, 256) if g < cfg.group_size]
-        raise ConfigError(
-            f"quantization.group_size: {cfg.group_size} (int4_format {cfg.int4_format!r}) does not fit "
-            f"{'; '.join(indivisible[:6])}{' ...' if len(indivisible) > 6 else ''}: in_features must be a multiple "
-            f"of group_size (e.g. one of {divisors}){' and out_features of 16' if cfg.int4_format == 'packed' else ''}"
-            "; or set quantization.skip_indivisible=true to keep those layers in full precision")
+        layers = f"{'; '.join(indivisible[:6])}{' ...' if len(indivisible) > 6 else ''}"
+        if cfg.spec.grouped:
+            divisors = [g for g in (8, 16, 32, 64, 128, 256) if g < cfg.group_size]
+            rule = (f"quantization.group_size: {cfg.group_size} (int4_format {cfg.int4_format!r}) does not fit {layers}: "
+                    f"in_features must be a multiple of group_size (e.g. one of {divisors})"
+                    f"{' and out_features of 16' if cfg.int4_format == 'packed' else ''}")
+        else:
+            rule = (f"quantization.int8_kernel: 'int8pack' does not fit {layers}: its kernel takes in_features in "
+                    f"multiples of {INT8PACK_COLUMNS}; use int8_kernel=torchao")
+        raise ConfigError(f"{rule}; or set quantization.skip_indivisible=true to keep those layers in full precision")
     return decisions

@@ -28,16 +28,23 @@ from torch import nn
 from framework.bench.common import (Column, describe_device, format_table, paired, setup_device, synchronize,
                                     time_interleaved)
 
+from framework.quantization.int8pack import Int8PackedLinear
+
 from .decoder import BenchConfig as TrainBenchConfig
 from .decoder import Size, build_hf_gpt, build_hf_llama, build_gpt, build_llama
 
 FLOATS = {"fp32": torch.float32, "bf16": torch.bfloat16}
-QUANTIZED = ("int8_weight_only", "int8_dynamic", "int4_weight_only")
+QUANTIZED = {  # --precisions name -> quantization config (framework/quantization)
+    "int8_weight_only": dict(method="int8_weight_only"),
+    "int8pack": dict(method="int8_weight_only", int8_kernel="int8pack"),
+    "int8_dynamic": dict(method="int8_dynamic"),
+    "int4_weight_only": dict(method="int4_weight_only"),
+}
 TARGETS = {  # (model size label prefix, what) -> ratio; printed against the measured rows
     "decode vs HF at d256 L4, batch 1, fp32": 2.0,
     "decode vs HF at d1024 L8, batch 1, fp32": 1.2,
     "decode share of the bandwidth bound at d1024 L8, batch 1, fp32": 0.7,
-    "int8_weight_only decode vs our fp32 at d1024 L8, batch 1": 1.3,
+    "int8 weight-only (int8_weight_only or int8pack) decode vs our fp32 at d1024 L8, batch 1": 1.3,
     "fp32+compile decode vs our fp32 (eager) at d256 L4": 1.3,
 }
 
@@ -92,7 +99,10 @@ def weight_bytes_per_step(model: nn.Module) -> int:
     for module in model.modules():
         if isinstance(module, nn.Embedding):
             continue
-        for param in module.parameters(recurse=False):
+        tensors = list(module.parameters(recurse=False))
+        if isinstance(module, Int8PackedLinear):  # its int8 weight and scales are buffers
+            tensors += [module.qweight, module.scales]
+        for param in tensors:
             if id(param) not in seen:
                 seen.add(id(param))
                 total += storage_bytes(param)
@@ -102,7 +112,7 @@ def weight_bytes_per_step(model: nn.Module) -> int:
 def matmuls_of_a_step(model: nn.Module, batch: int, steps: int) -> Callable[[], None]:
     """Every Linear of the model applied to a (B, 1, in) input, ``steps`` times: the matmul floor of ``steps``
     decode steps (the same kernels, weights and dtype; no attention, norms or Python around them)."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    linears = [m for m in model.modules() if isinstance(m, (nn.Linear, Int8PackedLinear))]
     dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
     device = next(model.parameters()).device
     inputs = [torch.randn(batch, 1, m.in_features, dtype=dtype, device=device) for m in linears]
@@ -164,7 +174,7 @@ def _variants(cfg: InferConfig, name: str, size: Size, device: torch.device):  #
                               copy.deepcopy(hf32).to(device, dtype) if cfg.hf else None)
         else:
             model = copy.deepcopy(ours32).to(device)
-            quantize_model(model, QuantizationConfig(method=precision, skip_indivisible=True))
+            quantize_model(model, QuantizationConfig(**QUANTIZED[precision], skip_indivisible=True))
             out[precision] = (model, None)
     if cfg.compile:
         out["fp32+compile"] = (copy.deepcopy(ours32).to(device), None)
