@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from framework import build_model
+from framework.nn.kv_cache import KVCache
 from framework.bench.common import (DTYPES, Column, Ratio, Timing, add_device_args, autocast, comma_list,
                                     describe_device, format_table, make_train_step, paired, quartiles,
                                     require_positive, setup_device, synchronize, time_call, time_interleaved,
@@ -284,6 +285,9 @@ def tensor_bytes(obj: Any, seen: set[int] | None = None, depth: int = 0) -> int:
         return obj.numel() * obj.element_size()
     if depth > 4 or isinstance(obj, (nn.Module, str, bytes, int, float, bool, type(None), torch.device, torch.dtype)):
         return 0
+    if isinstance(obj, KVCache):  # the positions it holds (its buffer may be larger: reserved, or doubled)
+        # its k / v are fresh views: counted directly (a freed view's id is reused by the next one)
+        return sum(t.numel() * t.element_size() for t in (obj.k, obj.v) if t is not None)
     if isinstance(obj, dict):
         items = obj.values()
     elif isinstance(obj, (list, tuple, set)):
@@ -338,7 +342,8 @@ class Decoder:
         out = []
         with torch.no_grad(), autocast(self.device, self.dtype):
             if self.v.hf is None:
-                # Layers replace (never modify) their state tensors: shallow copies keep the prefill intact.
+                # Shallow copies keep the prefill intact: layers replace recurrent states, and a KV cache only
+                # appends after the prefilled positions (a decode from the same prefill writes them again).
                 state = copy.copy(self.memory)
                 state.layers = [copy.copy(layer) for layer in self.memory.layers]
                 for _ in range(self.n):
