@@ -11,7 +11,7 @@ from torch import nn
 from framework.config_schema import ConfigError
 from framework.nn.moe.experts import GroupedExperts
 
-from .config import QuantizationConfig
+from .config import METHODS, QuantizationConfig
 from .int8pack import Int8PackedLinear
 from .plan import Decision, plan
 from .torchao_backend import (is_quantized, ptq_config, qat_config, quantize_tensor, storage_bytes,
@@ -122,10 +122,10 @@ def check_post_training(cfg: QuantizationConfig) -> None:
         raise ConfigError(f"quantization: {cfg.method!r} is a quantization-aware training method: it runs with "
                           f"`archlab train quantization={cfg.method}` (fake quantization while training, converted "
                           f"at the end); post-training quantization of a checkpoint takes one of "
-                          f"{', '.join(m for m, s in _methods() if s.kind == 'ptq')}")
+                          f"{', '.join(m for m, s in METHODS.items() if s.kind == 'ptq')}")
     if cfg.spec.kind == "none":
         raise ConfigError("quantization: method 'none' quantizes nothing; choose one of "
-                          f"{', '.join(m for m, s in _methods() if s.kind == 'ptq')}")
+                          f"{', '.join(m for m, s in METHODS.items() if s.kind == 'ptq')}")
 
 
 def quantize_model(model: nn.Module, cfg: QuantizationConfig) -> QuantizationReport:
@@ -146,7 +146,7 @@ def prepare_qat(model: nn.Module, cfg: QuantizationConfig) -> list[Decision]:
     if cfg.spec.kind != "qat":
         raise ConfigError(f"quantization: {cfg.method!r} is a post-training method: it runs on a trained "
                           f"checkpoint with `archlab quantize ckpt=... quantization={cfg.method}`; training "
-                          f"with fake quantization takes one of {', '.join(m for m, s in _methods() if s.kind == 'qat')}")
+                          f"with fake quantization takes one of {', '.join(m for m, s in METHODS.items() if s.kind == 'qat')}")
     _refuse_quantized(model)
     decisions = plan(model, cfg)
     _apply(model, decisions, qat_config(cfg, "prepare"), qat_config(cfg, "prepare", embedding=True))
@@ -163,9 +163,3 @@ def convert_qat(model: nn.Module, cfg: QuantizationConfig) -> QuantizationReport
     _apply(model, decisions, qat_config(cfg, "convert"), qat_config(cfg, "convert", embedding=True))
     _quantize_experts(model, decisions, cfg)
     return _report(cfg, model, decisions, before)
-
-
-def _methods():
-    from .config import METHODS
-
-    return METHODS.items()

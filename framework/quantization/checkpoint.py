@@ -27,13 +27,6 @@ def quantized_path(ckpt: str | Path, method: str) -> Path:
     return ckpt.with_name(f"{ckpt.stem}.{method}.ckpt")
 
 
-def ptq_equivalent(cfg: QuantizationConfig) -> QuantizationConfig:
-    """The post-training config whose structure a model has after ``cfg`` (a QAT method converts to its twin)."""
-    if cfg.spec.kind != "qat":
-        return cfg
-    return QuantizationConfig(**{**cfg.to_dict(), "method": cfg.spec.ptq_twin})
-
-
 def save_quantized(path: str | Path, hparams: dict[str, Any], model: nn.Module, cfg: QuantizationConfig,
                    report: QuantizationReport, source: str | None = None) -> Path:
     """Write the quantized ``model`` atomically (a temporary file, then a rename)."""
@@ -41,7 +34,7 @@ def save_quantized(path: str | Path, hparams: dict[str, Any], model: nn.Module, 
     payload = {
         "hyper_parameters": dict(hparams),
         "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-        KEY: {"config": ptq_equivalent(cfg).to_dict(), "trained_with": cfg.method if cfg.spec.kind == "qat" else None,
+        KEY: {"config": cfg.post_training().to_dict(), "trained_with": cfg.method if cfg.spec.kind == "qat" else None,
               "source": source, "report": report.to_dict()},
     }
     tmp = path.with_name(path.name + ".tmp")

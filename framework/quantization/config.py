@@ -68,6 +68,10 @@ class QuantizationConfig:
     def spec(self) -> Method:
         return METHODS[self.method]
 
+    def post_training(self) -> "QuantizationConfig":
+        """The post-training config whose result this one has (a QAT method converts to its PTQ twin)."""
+        return self if self.spec.kind != "qat" else QuantizationConfig(**{**self.to_dict(), "method": self.spec.ptq_twin})
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

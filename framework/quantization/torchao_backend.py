@@ -62,9 +62,7 @@ def _weight_config(cfg: QuantizationConfig, *, embedding: bool = False) -> Any:
 
 def ptq_config(cfg: QuantizationConfig, *, embedding: bool = False) -> Any:
     """The post-training config for ``cfg.method`` (for a QAT method: the one its convert step targets)."""
-    if cfg.spec.kind == "qat":
-        cfg = QuantizationConfig(**{**cfg.to_dict(), "method": cfg.spec.ptq_twin})
-    return _weight_config(cfg, embedding=embedding)
+    return _weight_config(cfg.post_training(), embedding=embedding)
 
 
 def qat_config(cfg: QuantizationConfig, step: str, *, embedding: bool = False) -> Any:

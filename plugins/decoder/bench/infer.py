@@ -25,8 +25,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from framework.bench.common import (Column, describe_device, format_table, paired, setup_device, synchronize,
-                                    time_interleaved)
+from framework.bench.common import (Column, Timing, describe_device, format_table, paired, setup_device,
+                                    synchronize, time_interleaved)
 
 from framework.quantization.int8pack import Int8PackedLinear
 
@@ -260,8 +260,6 @@ def _rows(cfg: InferConfig, name: str, size: Size, batch: int, variants: dict, t
 
 
 def paired_timing(slow: list[float], fast: list[float]):  # noqa: ANN201
-    from framework.bench.common import Timing
-
     return paired(Timing(slow), Timing(fast))
 
 
