@@ -3,7 +3,9 @@
 - ``AtomicCheckpointIO``: every checkpoint is written to a temporary file in the same directory, synced, then
   renamed over the old one, so a kill at any moment leaves the previous checkpoint whole.
 - ``PreemptionCheckpoint``: SIGTERM / SIGUSR1 (what schedulers send before pre-emption) save ``last.ckpt`` at the
-  end of the current step and stop training cleanly; ``resume=true`` continues from there.
+  end of the current step and stop training cleanly; ``resume=true`` continues from there. In a submitit job its
+  requeue signal (USR2) does the same, and is then handed on to submitit, which requeues the job
+  (``hand_on_requeue_signal``; the requeued job resumes: framework/cli/train.py).
 - ``periodic_checkpoint``: ``last.ckpt`` every N steps and/or every N minutes, besides the validation checkpoints.
 """
 from __future__ import annotations
@@ -22,6 +24,30 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 log = logging.getLogger("archlab")
 PREEMPTION_SIGNALS = ("SIGTERM", "SIGUSR1")
+_REQUEUE_PENDING: list[int] = []  # submitit's signal, taken during a fit, to hand on once the run has closed
+
+
+def submitit_requeue_signal() -> int | None:
+    """The signal submitit checkpoints and requeues a job on (its ``SUBMITIT_PREEMPT_SIGNAL``, USR2 by default);
+    None outside a submitit job."""
+    if not os.environ.get("SUBMITIT_EXECUTOR"):
+        return None
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+
+
+def requeue_pending() -> bool:
+    """Whether the last fit stopped on submitit's requeue signal (handed on by ``hand_on_requeue_signal``)."""
+    return bool(_REQUEUE_PENDING)
+
+
+def hand_on_requeue_signal() -> bool:
+    """Deliver submitit's requeue signal, taken by PreemptionCheckpoint during the fit, to submitit's own handler
+    now that ``last.ckpt`` is saved and the run's loggers are closed: submitit asks the launcher for the requeued
+    job and exits this process (it does not return then). False when there is none to hand on."""
+    if not _REQUEUE_PENDING:
+        return False
+    signal.raise_signal(_REQUEUE_PENDING.pop())
+    return True
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -55,10 +81,12 @@ class PreemptionCheckpoint(L.Callback):
         self.received = signal.Signals(signum).name
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for name in PREEMPTION_SIGNALS:
-            if hasattr(signal, name):
-                sig = getattr(signal, name)
-                self._previous[sig] = signal.signal(sig, self._handler)
+        signals = [getattr(signal, name) for name in PREEMPTION_SIGNALS if hasattr(signal, name)]
+        requeue = submitit_requeue_signal()
+        if requeue is not None and requeue not in signals:  # submitit's handler would exit mid-step, unsaved
+            signals.append(requeue)
+        for sig in signals:
+            self._previous[sig] = signal.signal(sig, self._handler)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self.received is None or trainer.should_stop:
@@ -73,6 +101,9 @@ class PreemptionCheckpoint(L.Callback):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+        requeue = submitit_requeue_signal()
+        if requeue is not None and self.received == signal.Signals(requeue).name:
+            _REQUEUE_PENDING[:] = [requeue]  # for submitit, once train() has closed the run
 
 
 def periodic_checkpoint(dirpath: str, every_n_steps: int | None, every_n_minutes: float | None) -> list[L.Callback]:

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchmetrics import MeanMetric
 
+from .bits_per_byte import BitsPerByte
 from .capabilities import CarriesState, HasFigures, HasGradStats, ResetsState, StepsWithOptimizer, takes_predict_mask
 from .nn.attention_stats import record_attention_stats
 from .optim import param_groups
@@ -61,11 +62,15 @@ class ArchitectureModule(L.LightningModule):
         label_smoothing: float = 0.0,
         max_nonfinite_skips: int = 0,
         data_config: dict[str, Any] | None = None,
+        tokenizer: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         # Plain values only, so checkpoints load with weights_only=True and rebuild the model; the data config
         # lets `archlab eval` / `archlab quantize` measure a checkpoint on its own data.
         self.save_hyperparameters("plugin_name", "model_config", "data_config")
+        # The tokenizer record (framework/data/tokenizer.py: generate, eval, export read it) is checkpointed but
+        # kept out of hparams_initial, which Lightning sends to the loggers: a tokenizer.json can weigh megabytes.
+        self.hparams["tokenizer"] = tokenizer
         self.plugin = get_plugin(plugin_name)
         config = make_config(plugin_name, **model_config)
         self.model: nn.Module = self.plugin.build(config)
@@ -83,6 +88,8 @@ class ArchitectureModule(L.LightningModule):
         self.train_plugin_metrics = nn.ModuleDict(self.plugin.metrics(config))
         self.val_shared, self.train_shared = SharedStats(), SharedStats()
         self.val_loss, self.val_acc, self.val_exact = MeanMetric(), MeanMetric(), MeanMetric()
+        self.val_bpb = BitsPerByte()  # when the datamodule knows its tokens' bytes (text): framework/bits_per_byte.py
+        self._token_bytes: torch.Tensor | None = None  # (V,) bytes per target id, set at each validation start
         self._token_rate = TokenRate()
         self._rate_step = -1  # the global step whose window was last closed
         self._to_restore: dict[str, Any] | None = None  # from a checkpoint being resumed: RNG and carried states
@@ -112,9 +119,9 @@ class ArchitectureModule(L.LightningModule):
             return self._nonfinite("loss", loss + aux)
         self._last_finite = (self.global_step, loss.detach())
         if self._logs_this_step():  # one host sync per logging step, not per step
-            self.log("train/loss", loss, prog_bar=True)
+            self.log("train/loss", loss, prog_bar=True, sync_dist=True)  # the mean over ranks: the global batch's
             if aux.requires_grad or aux.abs().item() > 0:
-                self.log("train/aux_loss", aux)
+                self.log("train/aux_loss", aux, sync_dist=True)
             self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         n = self.plugin_metrics_every_n_steps
         if n and self.global_step % n == 0:
@@ -139,6 +146,8 @@ class ArchitectureModule(L.LightningModule):
             correct[out.scored] = out.logits.argmax(-1) == labels[out.scored]
             correct &= scored
         self.val_loss.update(loss, weight=n_scored)
+        if self._token_bytes is not None:
+            self.val_bpb.update(loss * n_scored, labels[scored], self._token_bytes)
         self.val_acc.update(correct.sum() / n_scored, weight=n_scored)
         # A sequence is exactly right when every scored position is right.
         rows = scored.any(-1)
@@ -154,11 +163,13 @@ class ArchitectureModule(L.LightningModule):
         if self.val_loss.weight == 0:  # no validation batch had a scored token
             return
         loss = self.val_loss.compute()
-        self.log("val/loss", loss, prog_bar=True)
-        self.log("val/ppl", torch.exp(loss.clamp(max=50)))
-        self.log("val/acc", self.val_acc.compute(), prog_bar=True)
-        self.log("val/exact_match", self.val_exact.compute())
-        for metric in (self.val_loss, self.val_acc, self.val_exact):
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True)
+        self.log("val/ppl", torch.exp(loss.clamp(max=50)), sync_dist=True)
+        self.log("val/acc", self.val_acc.compute(), prog_bar=True, sync_dist=True)
+        self.log("val/exact_match", self.val_exact.compute(), sync_dist=True)
+        if self.val_bpb.bytes > 0:
+            self.log("val/bpb", self.val_bpb.compute().float(), sync_dist=True)
+        for metric in (self.val_loss, self.val_acc, self.val_exact, self.val_bpb):
             metric.reset()
         self._log_plugin_metrics(self.val_plugin_metrics, prefix="")
         self._log_values(self.val_shared.compute_and_reset(), prefix="")
@@ -197,7 +208,7 @@ class ArchitectureModule(L.LightningModule):
     def _log_values(self, values: dict[str, torch.Tensor], prefix: str) -> None:
         scalars = {f"{prefix}{k}": v.float() for k, v in values.items() if v.numel() == 1}
         if scalars:
-            self.log_dict(scalars)
+            self.log_dict(scalars, sync_dist=True)
 
     def _nonfinite(self, what: str, value: torch.Tensor) -> None:
         """Skip this batch (returning None skips Lightning's optimizer step), or stop the run."""
@@ -212,6 +223,16 @@ class ArchitectureModule(L.LightningModule):
             f"the training {what} is {float(value.detach())} at step {self.global_step}{skipped}; {last}. The run stopped "
             "before updating the weights with it, and no checkpoint holds non-finite weights. Lower optimizer.lr, "
             "clip gradients (trainer.gradient_clip_val), or set nonfinite.max_skips=N to skip up to N bad batches")
+
+    def configure_model(self) -> None:
+        """Under ``trainer=fsdp_cpu`` / ``fsdp`` (Lightning's ModelParallelStrategy gives the device mesh): shard
+        the model with FSDP2 (framework/distributed/fsdp.py). Other strategies leave it whole."""
+        mesh = self.device_mesh
+        if mesh is not None and not getattr(self, "_sharded", False):
+            from .distributed.fsdp import shard_model
+
+            shard_model(self.model, mesh["data_parallel"])
+            self._sharded = True
 
     # ---- throughput, gradient norm, parameter count -----------------------------------------
     def on_fit_start(self) -> None:
@@ -236,7 +257,7 @@ class ArchitectureModule(L.LightningModule):
             self._rate_step = self.global_step  # gradient accumulation: close the window once per step
             rate = self._token_rate.lap(self.device)
             if rate is not None:
-                self.log("perf/tokens_per_sec", rate)
+                self.log("perf/tokens_per_sec", rate, sync_dist=True, reduce_fx="sum")  # all ranks' tokens
         self._token_rate.add(batch)
         loader = self.trainer.train_dataloader
         if isinstance(loader, ResumableLoader):  # a checkpoint from now on resumes after this batch
@@ -269,6 +290,9 @@ class ArchitectureModule(L.LightningModule):
 
     def on_validation_start(self) -> None:
         self._token_rate.reset()  # do not count validation time as training time
+        # Text datamodules offer token_bytes (vocab id -> UTF-8 bytes it decodes to); without it no val/bpb.
+        table = getattr(getattr(self.trainer, "datamodule", None), "token_bytes", None)
+        self._token_bytes = None if table is None else table.to(self.device)
         record_attention_stats(self.model, self.attention_stats)
 
     def on_validation_end(self) -> None:
@@ -309,14 +333,15 @@ class ArchitectureModule(L.LightningModule):
                 self.log("train/grad_norm", torch.nn.utils.get_total_norm([p.grad for p in params]))
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
             return
-        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
-        if not torch.isfinite(norm):  # one host sync a step, as for the loss
-            self._nonfinite("gradient norm", norm)
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])  # FSDP2: a DTensor (clipping takes it)
+        value = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        if not torch.isfinite(value):  # one host sync a step, as for the loss
+            self._nonfinite("gradient norm", value)
             for p in params:  # a skipped batch: the optimizer steps past parameters without gradients
                 p.grad = None
             return
         if self._logs_this_step():
-            self.log("train/grad_norm", norm)
+            self.log("train/grad_norm", value)
         # Clipped here rather than by Lightning, which refuses fused optimizers under bf16 (it guards fp16's
         # loss scaling, which bf16 does not have) and would take the norm a second time.
         if gradient_clip_val and gradient_clip_algorithm == "value":

@@ -10,6 +10,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from .library_noise import quiet_wandb_logger
+
 
 def sweep_identity() -> tuple[str | None, list[str]]:
     """(group, tags) naming the current Hydra sweep; (None, []) outside a multirun."""
@@ -40,6 +42,7 @@ def build_loggers(cfg: DictConfig, wandb_run_id: str | None = None) -> list[Logg
             if wandb_run_id:
                 overrides.update(id=wandb_run_id, resume="allow")
         loggers.append(instantiate(logger_cfg, **overrides))
+        quiet_wandb_logger(loggers[-1])
     return loggers
 
 

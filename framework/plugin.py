@@ -27,6 +27,8 @@ class Plugin:
     config_package: importable package holding ``model/<name>.yaml`` and presets (Hydra options).
     upgrades:       checkpoints of other (retired) plugin names this plugin can load:
                     ``{old name: upgrade(old name, model_config, state_dict) -> (model_config, state_dict)}``.
+    hf_architectures: the Hugging Face architectures its models convert to and from
+                    (``framework.interop.HFArchitecture``: ``archlab export format=hf`` / ``archlab import``).
     """
 
     name: str
@@ -37,6 +39,7 @@ class Plugin:
     metrics: Callable[[Any], dict[str, Metric]] = lambda config: {}
     config_package: str | None = None
     upgrades: Mapping[str, Callable[[str, dict, dict], tuple[dict, dict]]] = field(default_factory=dict)
+    hf_architectures: tuple[Any, ...] = ()
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

@@ -21,6 +21,10 @@ from .checkpointing import AtomicCheckpointIO, PreemptionCheckpoint, periodic_ch
 from .config_schema import ConfigError, check, check_call_values
 from .cpu_memory import retain_freed_memory
 from .data.build import build_datamodule
+from .data.tokenizer import check_checkpoint_tokenizer, tokenizer_hparams
+from .distributed import end_job, set_job_config
+from .init_weights import initial_model_config, load_initial_weights, weights_only_checkpoint
+from .library_noise import quiet_library_noise
 from .lit_module import ArchitectureModule
 from .loggers import build_loggers, finish_loggers, log_config
 from .registry import get_plugin, make_config
@@ -89,6 +93,9 @@ def check_run_options(cfg: DictConfig) -> None:
             if node and "_target_" in node:
                 check_call_values(f"{section}.{name}", _target(f"{section}.{name}", node._target_),
                                   OmegaConf.to_object(node))
+    bar = cfg.get("progress_bar")
+    if bar and "_target_" in bar:
+        check_call_values("progress_bar", _target("progress_bar", bar._target_), OmegaConf.to_object(bar))
     interval = trainer.get("val_check_interval")
     check(interval is None or (_number(interval) and interval > 0), "trainer.val_check_interval",
           f"must be a number > 0 (a step count, or a fraction of an epoch), got {interval!r}")
@@ -161,7 +168,8 @@ def _resume_path(cfg: DictConfig) -> str | None:
     return None
 
 
-def _check_resumable(cfg: DictConfig, path: str, plugin_name: str, model_cfg: dict[str, Any]) -> str | None:
+def _check_resumable(cfg: DictConfig, path: str, plugin_name: str, model_cfg: dict[str, Any],
+                     datamodule: Any = None) -> str | None:
     """The checkpoint to resume must be archlab's, of this plugin, with weights this run's model config can hold
     (other settings, e.g. dropout, may change); returns the W&B run it was written by. Memory-mapped and checked
     against a model built on the meta device: no tensor is read or allocated here."""
@@ -176,6 +184,7 @@ def _check_resumable(cfg: DictConfig, path: str, plugin_name: str, model_cfg: di
     if saved_q != now_q:
         raise ConfigError(f"{field}: {path} was trained with quantization={saved_q}, this run has quantization={now_q}; "
                           f"resume with quantization={saved_q}")
+    check_checkpoint_tokenizer(ckpt["hyper_parameters"], datamodule, f"the checkpoint {field}={path}")
     if saved_plugin != plugin_name:
         raise ConfigError(f"{field}: {path} is a checkpoint of model plugin {saved_plugin!r}, this run's model is "
                           f"{plugin_name!r}")
@@ -235,6 +244,7 @@ class Checked:
     optimizer: Any
     scheduler: Any
     quantization: Any  # QuantizationConfig, or None without quantization-aware training
+    init_from: str | None = None  # a weights-only checkpoint the new run starts from (ckpt_path=, archlab import)
 
 
 def check_config(cfg: DictConfig, output_dir_exists: bool = True) -> Checked:
@@ -242,23 +252,29 @@ def check_config(cfg: DictConfig, output_dir_exists: bool = True) -> Checked:
     ConfigError naming the field. ``output_dir_exists=False`` (a sweep's jobs, checked before the first
     starts) skips the checks of the run directory, which does not exist yet."""
     plugin_name, model_cfg = split_model_config(cfg)
+    initial = weights_only_checkpoint(cfg)  # fine-tuning: the model is the checkpoint's
+    if initial is not None:
+        plugin_name, model_cfg = initial_model_config(cfg, initial)
     plugin = get_plugin(plugin_name)
     _check_moved_keys(plugin, model_cfg)
     # The data first: model options often follow it (max_seq_len: ${data.seq_len}), so its errors are the cause.
     datamodule = build_datamodule(cfg.data, objective=plugin.objective)
+    if initial is not None:  # fine-tuning: the data must be tokenized as the weights were trained
+        check_checkpoint_tokenizer(initial["hyper_parameters"], datamodule, f"the checkpoint ckpt_path={cfg.ckpt_path}")
     config = make_config(plugin_name, **model_cfg)
     check_run_options(cfg)
     checked = dict(label_smoothing=label_smoothing(cfg), max_nonfinite_skips=max_nonfinite_skips(cfg),
                    checkpoint_every=checkpoint_schedule(cfg))
-    resume_from = _resume_path(cfg) if output_dir_exists else None
-    wandb_run_id = _check_resumable(cfg, resume_from, plugin_name, model_cfg) if resume_from else None
+    resume_from = _resume_path(cfg) if output_dir_exists and initial is None else None
+    wandb_run_id = _check_resumable(cfg, resume_from, plugin_name, model_cfg, datamodule) if resume_from else None
     if output_dir_exists:
         _refuse_to_clobber(cfg, resume_from)
     _check_model_fits_data(config, datamodule)
     optimizer, scheduler = _optimization(cfg)
     quantization = training_quantization(cfg, config)
     return Checked(plugin_name, model_cfg, plugin, resume_from=resume_from, wandb_run_id=wandb_run_id, datamodule=datamodule,
-                   optimizer=optimizer, scheduler=scheduler, quantization=quantization, **checked)
+                   optimizer=optimizer, scheduler=scheduler, quantization=quantization,
+                   init_from=str(cfg.ckpt_path) if initial is not None else None, **checked)
 
 
 def training_quantization(cfg: DictConfig, config: Any) -> Any:
@@ -282,6 +298,7 @@ def training_quantization(cfg: DictConfig, config: Any) -> Any:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train ``cfg.model`` on ``cfg.data``; returns final metrics, checkpoint paths and a sample."""
+    quiet_library_noise()  # Lightning's advertisement and deprecation notices are not about this run
     checked = check_config(cfg)  # everything that can be wrong with the config fails here
     plugin_name, model_cfg, plugin = checked.plugin_name, checked.model_cfg, checked.plugin
     resume_from, datamodule = checked.resume_from, checked.datamodule
@@ -297,7 +314,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         label_smoothing=checked.label_smoothing,
         max_nonfinite_skips=checked.max_nonfinite_skips,
         data_config=OmegaConf.to_container(cfg.data, resolve=True),
+        tokenizer=tokenizer_hparams(datamodule),
     )
+    if checked.init_from:
+        load_initial_weights(module.model, checked.init_from)
     if checked.quantization is not None:
         module.hparams["quantization"] = checked.quantization.to_dict()  # recorded: a resume must use the same
     if cfg.get("compile"):
@@ -318,6 +338,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks.append(qat)
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks,
                                      plugins=[AtomicCheckpointIO()])
+    set_job_config(trainer.strategy, cfg)  # DDP/FSDP: the other ranks train this job's config, not sys.argv
     failed = True  # until fit and the sample are done: W&B marks the run failed otherwise
     try:
         log_config(loggers, cfg, {"model_params": n_params})
@@ -325,13 +346,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from, weights_only=True)
         _save_final_checkpoint(trainer)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+        metrics["model/params"] = float(n_params)  # a search objective too (hparams_search=optuna_multi)
         checkpoint = trainer.checkpoint_callback
         result: dict[str, Any] = {
             "metrics": metrics,
             "best_checkpoint": getattr(checkpoint, "best_model_path", None) or None,
             "last_checkpoint": getattr(checkpoint, "last_model_path", None) or None,
             "output_dir": str(cfg.paths.output_dir),
-            "sample": _sample(module.model, datamodule, cfg),
+            # rank 0 samples; an FSDP-sharded model cannot generate on one rank (archlab generate ckpt=... can)
+            "sample": _sample(module.model, datamodule, cfg)
+            if trainer.is_global_zero and not getattr(module, "_sharded", False) else None,
             "quantized_checkpoint": str(qat.converted_path) if qat is not None and qat.converted_path else None,
         }
         if result["sample"] is not None:
@@ -343,17 +367,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return result
     finally:
         finish_loggers(loggers, failed=failed)
+        end_job(trainer.strategy)  # DDP/FSDP: the other ranks exit; this process can run the next job
 
 
 def _progress_bar(cfg: DictConfig, callbacks: list[Any]) -> list[Any]:
-    """A bar redrawn every ``progress_bar_refresh_rate`` steps. Lightning's default (a Rich bar when rich is
-    installed) redraws every step, ~3 ms a step on this CPU (``archlab bench overhead`` at d32 L1, one thread:
-    67 steps/s with it, 87 without)."""
-    from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+    """``cfg.progress_bar`` (framework/progress_bar.py), redrawn every ``progress_bar_refresh_rate`` steps.
+    Lightning's default (a Rich bar when rich is installed, ``progress_bar=null``) redraws every step, ~3 ms a step
+    on this CPU (``archlab bench overhead`` at d32 L1, one thread: 67 steps/s with it, 87 without)."""
+    from lightning.pytorch.callbacks import ProgressBar
 
     if not cfg.trainer.get("enable_progress_bar", True) or any(isinstance(c, ProgressBar) for c in callbacks):
         return []
-    return [TQDMProgressBar(refresh_rate=int(cfg.get("progress_bar_refresh_rate", 10)))]
+    return [instantiate(cfg.progress_bar)] if cfg.get("progress_bar") else []
 
 
 def _save_final_checkpoint(trainer: L.Trainer) -> None:

@@ -11,7 +11,8 @@ import torch
 from torch.testing import assert_close
 
 from framework.stack import StackConfig as GPTConfig, StackLM as GPT
-from plugins.decoder.hf_convert import from_gpt2, from_llama
+from plugins.decoder.hf_gpt2 import from_gpt2
+from plugins.decoder.hf_llama import from_llama
 
 transformers = pytest.importorskip("transformers")
 

@@ -58,11 +58,14 @@ def test_progress_bar_redraws_every_n_steps_and_only_when_enabled():
     from lightning.pytorch.callbacks import RichProgressBar, TQDMProgressBar
     from omegaconf import OmegaConf
 
+    from framework.progress_bar import StepProgressBar
     from framework.train import _progress_bar
+    from hydra_compose import compose_train
 
-    cfg = OmegaConf.create({"trainer": {"enable_progress_bar": True}, "progress_bar_refresh_rate": 25})
+    cfg = compose_train(["progress_bar_refresh_rate=25"])  # the shipped conf/train.yaml's progress_bar node
     (bar,) = _progress_bar(cfg, [])
-    assert isinstance(bar, TQDMProgressBar) and bar.refresh_rate == 25
+    assert isinstance(bar, StepProgressBar) and isinstance(bar, TQDMProgressBar) and bar.refresh_rate == 25
     assert _progress_bar(cfg, [RichProgressBar()]) == []  # a bar configured in callbacks wins
+    assert _progress_bar(OmegaConf.merge(cfg, {"progress_bar": None}), []) == []  # null: Lightning's own bar
     cfg.trainer.enable_progress_bar = False
     assert _progress_bar(cfg, []) == []  # Lightning refuses a bar callback when the bar is disabled

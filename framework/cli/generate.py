@@ -7,7 +7,7 @@ import torch
 
 from ..capabilities import Generates
 from ..checkpoint import load_checkpoint
-from ..data.tokenizer import ByteTokenizer
+from ..data.tokenizer import tokenizer_from_hparams
 from ..generation.text import ByteSentinelCodec, PromptCodec
 
 _FIELDS = {"ckpt": str, "prompt": str, "max_new_tokens": int, "temperature": float, "top_k": int, "top_p": float,
@@ -33,7 +33,7 @@ def parse_key_values(argv: list[str]) -> dict:
 def run_generate(argv: list[str]) -> int:
     try:
         args = parse_key_values(argv)
-        model, _ = load_checkpoint(args["ckpt"], map_location=args["device"])
+        model, hparams = load_checkpoint(args["ckpt"], map_location=args["device"])
         if not isinstance(model, Generates):
             raise ValueError(f"ckpt: this model ({type(model).__name__}) has no generate()")
         if getattr(model, "is_encoder_decoder", False):  # source -> target: framework/generation/seq2seq.py
@@ -41,7 +41,7 @@ def run_generate(argv: list[str]) -> int:
             return 0
         if any(k in args for k in ("ids", "num_beams", "length_penalty")):
             raise ValueError("ids, num_beams, length_penalty: only for encoder-decoder checkpoints (objective seq2seq)")
-        tokenizer = ByteTokenizer()
+        tokenizer = tokenizer_from_hparams(hparams)  # the run's: bytes, its bpe or its tokenizer.json
         ids = torch.tensor([tokenizer.encode(args["prompt"].encode().decode("unicode_escape"))], device=args["device"])
         generator = torch.Generator(device=args["device"]).manual_seed(args["seed"])
         extra = {}

@@ -1,10 +1,13 @@
 """``archlab plugins``: what is installed, what each offers (presets with their one-line descriptions,
-stack mixers), and what is broken."""
+stack mixers), and what is broken. ``archlab plugins -v`` adds each plugin's config fields (type, default,
+allowed values) and what each preset changes."""
 from __future__ import annotations
 
+import sys
 from importlib import resources
 
 from ..hydra_search_path import model_options
+from .plugin_fields import field_rows, preset_changes
 from ..mixers.registry import discover_mixers
 from ..registry import discover
 
@@ -17,6 +20,12 @@ def preset_description(config_package: str, option: str) -> str:
 
 
 def print_plugins(argv: list[str]) -> int:
+    unknown = [a for a in argv if a not in ("-v", "--verbose")]
+    if unknown:
+        print(f"archlab plugins: error: unknown argument(s) {' '.join(unknown)}; usage: archlab plugins [-v]",
+              file=sys.stderr)
+        return 2
+    verbose = bool(argv)
     found = discover()
     options = model_options()
     print("plugins (entry-point group archlab.plugins):")
@@ -25,6 +34,14 @@ def print_plugins(argv: list[str]) -> int:
         presets = sorted(o for o, p in options.items() if p == name and o != name)
         for option in presets:
             print(f"  {'':<12} model={option:<20} {preset_description(plugin.config_package, option)}")
+            if verbose:
+                print(f"  {'':<12} {'':<26} {preset_changes(plugin.config_package, option)}")
+        if verbose:
+            print(f"  {'':<12} fields (model.<field>=<value>): type = default")
+            rows = field_rows(plugin.config_class())
+            width = max(len(name) for name, _, _ in rows)
+            for field, kind, default in rows:
+                print(f"  {'':<12}   {field:<{width}}  {kind} = {default}")
     if found.errors:
         print("broken plugins (not loaded):")
         for name, error in sorted(found.errors.items()):

@@ -1,9 +1,12 @@
-"""``archlab train -m``: every job of a sweep checked before the first one starts, a failing job recorded instead
-of ending the sweep, and a summary table at the end.
+"""``archlab train -m``: the jobs of a sweep checked before the first one starts.
 
-The jobs are the ones Hydra's basic sweeper launches: the cross product of the comma-separated overrides (and of
-``hydra.sweeper.params``). Other sweepers (Optuna, ...) choose their jobs as they go: those are checked one by one
-as they start.
+Under Hydra's basic sweeper the jobs are known up front (the cross product of the comma-separated overrides and of
+``hydra.sweeper.params``): every one is composed and checked, whatever launcher then runs them (in this process,
+joblib workers, submitit). Other sweepers (Optuna: ``hparams_search=...``) choose their jobs as they go, so the whole
+set cannot be listed; what is checked up front instead is every value a parameter can take one at a time against
+the fixed overrides: each choice, the ends of each range and interval (``probes``). A combination that fails only
+together is caught when its trial starts and recorded as that job's failure. Results and the final table:
+``sweep_results.py``.
 """
 from __future__ import annotations
 
@@ -12,22 +15,21 @@ from dataclasses import dataclass
 from hydra import compose, initialize_config_module
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from omegaconf import open_dict
 
 from ..config_schema import ConfigError
 from ..data.errors import DataConfigError
 
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+
 
 @dataclass
-class JobResult:
-    number: int
-    overrides: list[str]
-    status: str               # ok | failed | diverged | config error
-    val_loss: float | None = None
-    error: str = ""
-
-
-RESULTS: list[JobResult] = []  # this process's sweep, in launch order (the basic launcher runs jobs in-process)
+class SweepPlan:
+    jobs: list[list[str]]     # the overrides of each config checked before the sweep starts
+    complete: bool            # True: these are exactly the sweep's jobs (basic sweeper); False: probes
+    expected: int | None      # how many jobs the sweep will run (None: unknown)
+    sweeper: str              # the sweeper's _target_
 
 
 def _is_hydra(override: str) -> bool:
@@ -35,16 +37,39 @@ def _is_hydra(override: str) -> bool:
     return key == "hydra" or key.startswith(("hydra.", "hydra/"))
 
 
-def sweep_jobs(overrides: list[str]) -> list[list[str]] | None:
-    """The overrides of every job the basic sweeper will launch, in order; None under another sweeper."""
-    if any(o.split("=", 1)[0].lstrip("+~") == "hydra/sweeper" for o in overrides):
-        return None
+def _compose(overrides: list[str], hydra: bool = False):
     with initialize_config_module(config_module="conf", version_base="1.3"):
-        base = compose(config_name="train", overrides=[o for o in overrides if "," not in o and not _is_hydra(o)],
-                       return_hydra_config=True)
-    params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()]
+        return compose(config_name="train", overrides=overrides, return_hydra_config=hydra)
+
+
+def plan(overrides: list[str]) -> SweepPlan:
+    """The configs to check before a sweep of ``overrides`` starts (see the module docstring)."""
+    fixed = [o for o in overrides if "," not in o and not _is_hydra(o)]
+    # The sweeper and its params may come from the command line (hydra/sweeper=..., hydra.sweeper.params.x=...).
+    hydra_args = [o for o in overrides if _is_hydra(o)]
+    base = _compose(fixed + hydra_args, hydra=True)
+    sweeper = base.hydra.sweeper
+    params = [f"{k}={v}" for k, v in (sweeper.get("params") or {}).items()]
     parsed = OverridesParser.create().parse_overrides(params + [o for o in overrides if not _is_hydra(o)])
-    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    target = str(sweeper.get("_target_", BASIC_SWEEPER))
+    if target == BASIC_SWEEPER:
+        jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        return SweepPlan(jobs, complete=True, expected=len(jobs), sweeper=target)
+    by_key = {o.get_key_element(): o for o in parsed}  # as the sweeper does: the command line replaces a param
+    fixed_args = [o.input_line for o in by_key.values() if not o.is_sweep_override()]
+    probes = [fixed_args] + [fixed_args + [f"{key}={v}"]
+                             for key, o in by_key.items() if o.is_sweep_override() for v in _values(o)]
+    n_trials = sweeper.get("n_trials")
+    return SweepPlan(probes, complete=False, expected=n_trials if isinstance(n_trials, int) else None, sweeper=target)
+
+
+def _values(override: Override) -> list[str]:
+    """The values a sweep parameter is probed at: every choice, the first and last of a range, an interval's ends."""
+    if override.is_interval_sweep():
+        value = override.value()
+        return [str(value.start), str(value.end)]
+    values = list(override.sweep_string_iterator())
+    return values if override.is_choice_sweep() else sorted({values[0], values[-1]}, key=values.index)
 
 
 def check_jobs(jobs: list[list[str]]) -> list[str]:
@@ -56,8 +81,7 @@ def check_jobs(jobs: list[list[str]]) -> list[str]:
     for number, job in enumerate(jobs):
         named = " ".join(o for o in job if o not in shared) or "no overrides"  # what makes this job itself
         try:
-            with initialize_config_module(config_module="conf", version_base="1.3"):
-                cfg = compose(config_name="train", overrides=job)
+            cfg = _compose(job)
             with open_dict(cfg):
                 cfg.paths.output_dir = "<sweep job directory>"  # made by Hydra when the job starts
             check_config(cfg, output_dir_exists=False)
@@ -66,23 +90,3 @@ def check_jobs(jobs: list[list[str]]) -> list[str]:
         except Exception as err:  # noqa: BLE001 - e.g. Hydra's composition errors: said per job, not raised
             problems.append(f"job {number} ({named}): {type(err).__name__}: {err}")
     return problems
-
-
-def record_failure(number: int, overrides: list[str], status: str, err: BaseException) -> None:
-    RESULTS.append(JobResult(number, overrides, status, error=f"{type(err).__name__}: {err}"))
-
-
-def summary() -> str:
-    """The sweep's table: job, overrides, status, final val/loss (and the error of failed jobs)."""
-    rows = [("job", "overrides (those the jobs differ in)", "status", "val/loss")]
-    shared = set.intersection(*(set(r.overrides) for r in RESULTS)) if len(RESULTS) > 1 else set()
-    for r in RESULTS:
-        rows.append((str(r.number), " ".join(o for o in r.overrides if o not in shared) or "-", r.status,
-                     "-" if r.val_loss is None else f"{r.val_loss:.4f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    failed = [r for r in RESULTS if r.status != "ok"]
-    lines += [f"job {r.number} {r.status}: {r.error}" for r in failed]
-    lines.append(f"{len(RESULTS) - len(failed)} of {len(RESULTS)} jobs ok" + (f", {len(failed)} failed" if failed else ""))
-    return "\n".join(lines)

@@ -7,7 +7,8 @@ position that carries a label ever sees it.
 
 ``masked_lm`` (the plugin's objective picks it): the same sequences, BERT-masked by ``masking.py``;
 batches add ``attention_mask`` and labels hold the original id at masked positions only. [MASK] is
-byte 255 for text (never in UTF-8) and ``vocab_size - 1`` for synthetic tasks.
+byte 255 for byte-level text (never in UTF-8), the top id of a bpe vocabulary, and ``vocab_size - 1`` for
+synthetic tasks. Text's tokenizer (``data.tokenizer``): ``tokenizer.py``, docs/tokenizers.md.
 """
 from .build import build_datamodule
 from .errors import DataConfigError

@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .errors import validate_data_config
-from .loaders import eval_loader, train_loader
+from .errors import DataConfigError
+from .loaders import ONE_PROCESS, Shard, eval_loader, train_loader
 
 
 class TensorDictDataset(Dataset):
@@ -50,13 +51,23 @@ class ConfiguredDataModule(pl.LightningDataModule):
         if self.train_dataset is None:
             self.train_dataset, self.val_dataset = self.build_datasets()
 
+    def shard(self) -> Shard:
+        """(rank, processes) of the trainer this datamodule feeds: each rank reads its own slice of every batch."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size == 1:
+            return ONE_PROCESS
+        if trainer._accelerator_connector.use_distributed_sampler:
+            raise DataConfigError("trainer.use_distributed_sampler: must be false with several processes (archlab's "
+                                  "loaders shard every batch by rank themselves; conf/trainer/ddp_cpu.yaml sets it)")
+        return trainer.global_rank, trainer.world_size
+
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return train_loader(self.train_dataset, self.batch_size, self.num_workers, self.seed)
+        return train_loader(self.train_dataset, self.batch_size, self.num_workers, self.seed, self.shard())
 
     def val_dataloader(self) -> DataLoader:
         self.setup()
-        return eval_loader(self.val_dataset, self.batch_size, self.num_workers)
+        return eval_loader(self.val_dataset, self.batch_size, self.num_workers, self.shard())
 
 
 def render_ids(ids: Sequence[int] | torch.Tensor, pad: int, sep: int | None) -> str:

@@ -4,6 +4,10 @@ The training loader is resumable: its position (the epoch in progress and the ba
 for training) is part of every checkpoint. Lightning saves a loader's ``state_dict()`` with the fit loop and
 hands it back on resume, so a run resumed after ``kill -9`` reads exactly the batches the interrupted run had
 not trained on yet, in the same order, instead of replaying the epoch from its start.
+
+With several processes (DDP, FSDP) every rank walks the same global batches and takes its own contiguous slice
+of each (``Shard``): ``data.batch_size`` stays the global batch, and N processes see exactly the examples one
+process would. Validation rows are split into contiguous per-rank ranges; the core's metrics sum over ranks.
 """
 from __future__ import annotations
 
@@ -11,7 +15,19 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
+
+from .errors import DataConfigError
+
+Shard = tuple[int, int]  # (this process's rank, number of processes)
+ONE_PROCESS: Shard = (0, 1)
+
+
+def check_shard(batch_size: int, shard: Shard) -> None:
+    rank, world = shard
+    if batch_size % world:
+        raise DataConfigError(f"data.batch_size: {batch_size} is the global batch; it must divide evenly among "
+                              f"the {world} processes (each reads batch_size / {world} rows)")
 
 
 class ResumableBatches(Sampler[list[int]]):
@@ -21,8 +37,9 @@ class ResumableBatches(Sampler[list[int]]):
     its permutation), so epoch e of a resumed run is epoch e of the interrupted one.
     """
 
-    def __init__(self, epoch_batches: Callable[[int], list[list[int]]], n_batches: int) -> None:
-        self.epoch_batches, self.n_batches = epoch_batches, n_batches
+    def __init__(self, epoch_batches: Callable[[int], list[list[int]]], n_batches: int,
+                 shard: Shard = ONE_PROCESS) -> None:
+        self.epoch_batches, self.n_batches, self.shard = epoch_batches, n_batches, shard
         self.next_epoch = 0  # the epoch the next iteration reads
         self.skip = 0        # batches of that epoch to leave out (already trained on before a resume)
         self.taken = 0       # batches of the epoch in progress handed to training (``ResumableLoader.mark``)
@@ -33,7 +50,10 @@ class ResumableBatches(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         epoch, skip = self.next_epoch, self.skip
         self.next_epoch, self.skip, self.taken = epoch + 1, 0, skip
-        yield from self.epoch_batches(epoch)[skip:]
+        rank, world = self.shard
+        for batch in self.epoch_batches(epoch)[skip:]:
+            size = len(batch) // world
+            yield batch[rank * size : (rank + 1) * size]
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.next_epoch - 1, "batches": self.taken}
@@ -81,15 +101,21 @@ class ResumableLoader(DataLoader):
         self.batches.load_state_dict(state)
 
 
-def train_loader(dataset: Dataset, batch_size: int, num_workers: int, seed: int) -> ResumableLoader:
+def train_loader(dataset: Dataset, batch_size: int, num_workers: int, seed: int,
+                 shard: Shard = ONE_PROCESS) -> ResumableLoader:
     # The same seed replays the same order of batches; full batches only: a fixed batch shape (no recompiles
     # under torch.compile).
+    check_shard(batch_size, shard)
     n = len(dataset)
-    batches = ResumableBatches(shuffled_batches(n, batch_size, seed), n // batch_size)
+    batches = ResumableBatches(shuffled_batches(n, batch_size, seed), n // batch_size, shard)
     return ResumableLoader(dataset, batches, num_workers)
 
 
-def eval_loader(dataset: Dataset, batch_size: int, num_workers: int) -> DataLoader:
+def eval_loader(dataset: Dataset, batch_size: int, num_workers: int, shard: Shard = ONE_PROCESS) -> DataLoader:
+    rank, world = shard
+    if world > 1:  # contiguous ranges, no padding: the token-weighted metrics summed over ranks are exact
+        n = len(dataset)
+        dataset = Subset(dataset, range(rank * n // world, (rank + 1) * n // world))
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -10,6 +10,7 @@ Special ids, decided per data source (``masked_lm_vocab``):
     bytes (text):  [MASK] = 255. Bytes 0xF5..0xFF never occur in UTF-8, and every corpus here is
                    checked to be UTF-8, so 255 is free and the vocabulary stays 256 (no padding, no
                    other special token is needed: windows are full).
+    bpe (text):    [MASK] is added above the trained vocabulary (framework/data/text_tokens.py).
     synthetic:     [MASK] = vocab_size - 1 (the task's symbols then stop at vocab_size - 2);
                    PAD (0) is padding (attention_mask 0) and SEP (1) is special; both never masked.
 Either way ``data.vocab_size`` already counts [MASK], so the model's ``vocab_size: ${data.vocab_size}``

@@ -124,8 +124,11 @@ class Seq2SeqDataConfig:
     num_workers: int = 0          # DataLoader worker processes
     seed: int = 0                 # train and val are streams 2*seed and 2*seed + 1
     objective: Objective = "seq2seq"  # set by train() from the model's plugin: only seq2seq is built here
+    tokenizer: str | None = None  # must stay null: the task's ids are its tokens (a field so the error is clear)
 
     def __post_init__(self) -> None:
+        check(self.tokenizer is None, "data.tokenizer", f"{self.tokenizer!r}: data=seq2seq generates its own token "
+              "ids (PAD, EOS, symbols); tokenizers are for text data (data=shakespeare, pycode, text)")
         check(self.objective == "seq2seq", "data.objective",
               f"data=seq2seq builds encoder-decoder batches (objective 'seq2seq'); the model's objective is "
               f"{self.objective!r}: use data=synthetic or a text source instead")

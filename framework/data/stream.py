@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .loaders import ResumableBatches, ResumableLoader
+from .loaders import ONE_PROCESS, ResumableBatches, ResumableLoader, Shard, check_shard
 
 
 def contiguous_starts(n_tokens: int, seq_len: int, batch_size: int) -> torch.Tensor:
@@ -57,10 +57,12 @@ def contiguous_loader(
     seq_len: int,
     batch_size: int,
     num_workers: int,
+    shard: Shard = ONE_PROCESS,
 ) -> DataLoader:
     """A DataLoader over ``data`` in the contiguous layout. ``dataset_factory(data, starts, seq_len)``
     builds the window dataset (e.g. ``WindowDataset``) from flat window offsets."""
     starts = contiguous_starts(len(data), seq_len, batch_size)  # (B, N)
     dataset: Dataset = dataset_factory(data, starts.flatten(), seq_len)
     batches = list(ContiguousBatchSampler(batch_size, starts.shape[1]))  # every epoch the same
-    return ResumableLoader(dataset, ResumableBatches(lambda epoch: batches, len(batches)), num_workers)
+    check_shard(batch_size, shard)  # each rank carries the recurrent state of its own rows
+    return ResumableLoader(dataset, ResumableBatches(lambda epoch: batches, len(batches), shard), num_workers)

@@ -34,8 +34,11 @@ class SyntheticDataConfig:
     seed: int = 0                 # train and val are streams 2*seed and 2*seed + 1
     mask_rate: float = 0.15       # masked_lm only: share of tokens to predict, in (0, 1); [MASK] = vocab_size - 1
     objective: Objective = "causal_lm"  # set by train() from the model's plugin: the batches it needs
+    tokenizer: str | None = None  # must stay null: the task's ids are its tokens (a field so the error is clear)
 
     def __post_init__(self) -> None:
+        check(self.tokenizer is None, "data.tokenizer", f"{self.tokenizer!r}: data=synthetic generates its own token "
+              "ids (PAD, SEP, symbols); tokenizers are for text data (data=shakespeare, pycode, text)")
         check(self.objective != "seq2seq", "data.objective",
               "data=synthetic builds single-sequence batches; encoder-decoder models (objective 'seq2seq') "
               "use data=seq2seq (tasks copy, reverse, sort, addition)")

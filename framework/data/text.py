@@ -1,4 +1,5 @@
-"""Byte-level language modelling on a text corpus: Shakespeare, Python source, or the user's files."""
+"""Language modelling on a text corpus (Shakespeare, Python source, or the user's files), tokenized as bytes, a BPE
+trained on its training split, or the user's tokenizer.json (``data.tokenizer``, framework/data/text_tokens.py)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from .span_corruption import (
     set_token_ids,
     span_corrupted_splits,
 )
+from .text_tokens import check_tokenizer_option, mask_id_and_range, tokenize_splits
 from .tokenizer import ByteTokenizer
 
 Source = Literal["shakespeare", "pycode", "text"]
@@ -31,10 +33,10 @@ ORDERS: tuple[str, ...] = ("shuffled", "contiguous")
 
 
 class WindowDataset(Dataset):
-    """Windows of ``seq_len + 1`` bytes of ``data`` at ``starts``: input = w[:-1], labels = w[1:]."""
+    """Windows of ``seq_len + 1`` tokens of ``data`` at ``starts``: input = w[:-1], labels = w[1:]."""
 
     def __init__(self, data: torch.Tensor, starts: torch.Tensor, seq_len: int) -> None:
-        self.data = data  # (N,) uint8
+        self.data = data  # (N,) uint8 bytes, or int32 ids of another tokenizer
         self.starts = starts  # (W,) int64 offsets into data
         self.seq_len = seq_len
 
@@ -84,7 +86,10 @@ class TextDataConfig:
     val_fraction: float = 0.1     # the last fraction of the corpus used for validation, in (0, 1)
     max_bytes: int | None = None  # keep only the first max_bytes bytes (null: all; pycode: a 4 MB cap)
     val_windows: int | None = 256  # validate on this many evenly spaced windows (null: all of them)
-    vocab_size: int = 256         # the model's vocabulary; >= 256 (bytes), larger values pad the embedding table
+    vocab_size: int = 256         # the model's vocabulary; bytes: >= 256, larger values pad the embedding table;
+                                  # bpe: the trained vocabulary's size (2048, 8192; [MASK] included for masked_lm)
+    tokenizer: str = "bytes"      # bytes | bpe (byte-level, trained on the training split) | a tokenizer.json path
+    tokenizer_dir: str | None = None  # bpe cache, by content hash (null: $ARCHLAB_ROOT/outputs/tokenizers)
     num_workers: int = 0          # DataLoader worker processes
     seed: int = 0                 # fixes the order of training batches (any integer)
     order: Order = "shuffled"     # or contiguous: row i of each batch continues row i of the previous one
@@ -105,6 +110,7 @@ class TextDataConfig:
         check(0 < self.val_fraction < 1, "data.val_fraction",
               f"must be a number strictly between 0 and 1, got {self.val_fraction!r}")
         check_mask_rate(self.mask_rate)
+        check_tokenizer_option(self)
         if self.objective == "seq2seq":  # T5 span corruption; sentinels sit above the 256 bytes
             check_span_corruption(self.seq_len, self.vocab_size, self.noise_density, self.mean_span_length)
         check(self.order == "shuffled" or self.objective == "causal_lm", "data.order",
@@ -112,30 +118,35 @@ class TextDataConfig:
 
 
 class TextDataModule(ConfiguredDataModule):
-    """Next-byte prediction on one corpus, split by position (first part train, the rest val); options:
-    ``TextDataConfig``. The corpus is read (cached) and size-checked at construction, so a setting too
-    large for it fails before any training starts."""
+    """Next-token prediction on one corpus, split by position (first part train, the rest val); options:
+    ``TextDataConfig``. The corpus is read (cached), tokenized and size-checked at construction, so a setting
+    too large for it fails before any training starts.
+
+    ``tokenizer`` encodes and decodes; ``token_bytes`` (vocab_size,) holds the bytes each id decodes to, from
+    which the core logs ``val/bpb`` (None for span corruption, whose targets are not plain text)."""
 
     config_class = TextDataConfig
-    bytes_per_token = 1.0  # byte tokens: bits per token are bits per byte (`archlab eval`)
 
     def __init__(self, config: TextDataConfig | None = None, **options: Any) -> None:
         super().__init__(config, **options)
-        # masked_lm: byte 255 never occurs in UTF-8, so it serves as [MASK] within the 256 byte ids.
-        self.mask_token_id = BYTE_MASK_ID if self.objective == "masked_lm" else None
         if self.objective == "seq2seq":
             set_token_ids(self)
-        self.tokenizer = ByteTokenizer()
 
-        # Read (cached) and size-check now, so a bad setting fails before any training starts.
+        # Read (cached), tokenize and size-check now, so a bad setting fails before any training starts.
         data = self._load()
         n_train = int(len(data) * (1 - self.val_fraction))
-        self.train_data, self.val_data = data[:n_train], data[n_train:]
+        self.tokenizer, self.train_data, self.val_data = tokenize_splits(self.config, data, n_train)
+        # masked_lm: [MASK] is byte 255 for bytes (never in UTF-8), the tokenizer's mask token otherwise.
+        self.mask_token_id, self._random_ids = (mask_id_and_range(self.tokenizer, BYTE_MASK_ID)
+                                                if self.objective == "masked_lm" else (None, None))
+        self.token_bytes = None if self.objective == "seq2seq" else self.tokenizer.token_bytes(self.vocab_size)
+        unit = "bytes" if isinstance(self.tokenizer, ByteTokenizer) else "tokens"
         for split, part in (("train", self.train_data), ("val", self.val_data)):
             if len(part) < self.seq_len + 1:
                 raise DataConfigError(
-                    f"data.seq_len={self.seq_len} is too large for the {split} split ({len(part)} bytes of "
-                    f"{len(data)}); use data.seq_len <= {max(len(part) - 1, 0)}, more text or another data.val_fraction"
+                    f"data.seq_len={self.seq_len} is too large for the {split} split ({len(part)} {unit} of "
+                    f"{len(self.train_data) + len(self.val_data)}); use data.seq_len <= {max(len(part) - 1, 0)}, "
+                    "more text or another data.val_fraction"
                 )
         n_windows = (len(self.train_data) - 1) // self.seq_len
         if self.batch_size > n_windows:
@@ -160,7 +171,7 @@ class TextDataModule(ConfiguredDataModule):
 
     def build_datasets(self) -> tuple[Dataset, Dataset]:
         t = self.seq_len
-        # Train: every window on a stride of seq_len (each byte is a target once per epoch).
+        # Train: every window on a stride of seq_len (each token is a target once per epoch).
         train_starts = torch.arange((len(self.train_data) - 1) // t) * t
         # Val: the same non-overlapping windows, optionally thinned to val_windows evenly spaced ones.
         n_val = (len(self.val_data) - 1) // t
@@ -169,7 +180,7 @@ class TextDataModule(ConfiguredDataModule):
             idx = torch.arange(self.val_windows) * n_val // self.val_windows
         train, val = WindowDataset(self.train_data, train_starts, t), WindowDataset(self.val_data, idx * t, t)
         if self.objective == "masked_lm":  # BERT's 80/10/10 masking of the same windows (data/masking.py)
-            spec = MaskingSpec(self.mask_rate, BYTE_MASK_ID, random_range=(0, BYTE_MASK_ID))
+            spec = MaskingSpec(self.mask_rate, self.mask_token_id, random_range=self._random_ids)
             return masked_splits(train, val, spec, self.seed)
         if self.objective == "seq2seq":  # T5 span corruption of the same windows (data/span_corruption.py)
             return span_corrupted_splits(train, val, self.vocab_size, self.seed, self.noise_density,
@@ -178,7 +189,8 @@ class TextDataModule(ConfiguredDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if self.order == "contiguous":
-            return contiguous_loader(WindowDataset, self.train_data, self.seq_len, self.batch_size, self.num_workers)
+            return contiguous_loader(WindowDataset, self.train_data, self.seq_len, self.batch_size, self.num_workers,
+                                     self.shard())
         return super().train_dataloader()
 
     def encode(self, text: str) -> list[int]:

@@ -4,6 +4,7 @@ with the ``masked_lm`` objective. Registered via the ``archlab.plugins`` entry p
 from framework.plugin import Plugin
 
 from .config import BertConfig
+from .hf_convert import HF_BERT
 from .metrics import bert_metrics
 from .model import Bert, build_bert
 
@@ -15,6 +16,7 @@ PLUGIN = Plugin(
     build=build_bert,
     metrics=bert_metrics,
     config_package="plugins.bert.conf",
+    hf_architectures=(HF_BERT,),
 )
 
 __all__ = ["Bert", "BertConfig", "PLUGIN"]

@@ -8,6 +8,7 @@ from framework.stack import StackConfig, StackLM, build_stack
 
 from .legacy import LEGACY_PLUGINS, upgrade_checkpoint
 from .metrics import decoder_metrics
+from .hf_architectures import HF_ARCHITECTURES
 
 PLUGIN = Plugin(
     name="decoder",
@@ -18,6 +19,7 @@ PLUGIN = Plugin(
     metrics=decoder_metrics,
     config_package="plugins.decoder.conf",
     upgrades={name: upgrade_checkpoint for name in LEGACY_PLUGINS},
+    hf_architectures=HF_ARCHITECTURES,
 )
 
 __all__ = ["PLUGIN", "StackConfig", "StackLM"]

@@ -1,15 +1,16 @@
-"""Hugging Face ``transformers`` state dicts -> the decoder stack's state dict (GPT-2 and Llama layouts), and the
-pieces every converter of this plugin shares (``hf_mamba``, ``hf_jamba``, ``hf_recurrent_gemma``,
-``hf_deepseek_v3``): loading a mapped state dict into a stack, and the fused-experts layout of HF's MoE blocks.
+"""The pieces every Hugging Face converter of this plugin shares (``hf_gpt2``, ``hf_llama``, ``hf_mamba``,
+``hf_jamba``, ``hf_recurrent_gemma``, ``hf_deepseek_v3``): loading a mapped state dict into a stack, the
+fused-experts layout of HF's MoE blocks, and the layout checks of the config directions.
 
-Used by the parity tests (tests/test_hf_parity.py) and by users loading a ``transformers`` checkpoint
-into the matching preset (``model=gpt`` / ``model=llama`` with the same sizes).
+``archlab export format=hf`` / ``archlab import`` reach them through ``plugins/decoder/hf_architectures.py``.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch
+
+from framework.interop import NotConvertible
 
 StateDict = dict[str, torch.Tensor]
 
@@ -49,54 +50,29 @@ def swiglu_weights(src: str, dst: str, state: StateDict, out: StateDict) -> None
         out[f"{dst}{proj}.weight"] = state[f"{src}{proj}.weight"]
 
 
-def from_gpt2(hf: StateDict, n_layers: int) -> StateDict:
-    """GPT-2's Conv1D stores (in, out) weights (y = x @ W + b); nn.Linear stores (out, in). Its fused
-    c_attn holds q, k, v side by side along the output dimension. The head is tied to the embedding."""
-    ours = {
-        "tok_emb.weight": hf["transformer.wte.weight"],
-        "pos_emb.weight": hf["transformer.wpe.weight"],
-        "final_norm.weight": hf["transformer.ln_f.weight"],
-        "final_norm.bias": hf["transformer.ln_f.bias"],
-        "lm_head.weight": hf["transformer.wte.weight"],
-    }
-    for i in range(n_layers):
-        src, dst = f"transformer.h.{i}.", f"blocks.{i}."
-        q_w, k_w, v_w = hf[src + "attn.c_attn.weight"].chunk(3, dim=1)  # (C, C) each, (in, out)
-        q_b, k_b, v_b = hf[src + "attn.c_attn.bias"].chunk(3, dim=0)
-        ours |= {
-            dst + "mixer_norm.weight": hf[src + "ln_1.weight"],
-            dst + "mixer_norm.bias": hf[src + "ln_1.bias"],
-            dst + "mixer.q_proj.weight": q_w.t(),
-            dst + "mixer.k_proj.weight": k_w.t(),
-            dst + "mixer.v_proj.weight": v_w.t(),
-            dst + "mixer.q_proj.bias": q_b,
-            dst + "mixer.k_proj.bias": k_b,
-            dst + "mixer.v_proj.bias": v_b,
-            dst + "mixer.o_proj.weight": hf[src + "attn.c_proj.weight"].t(),
-            dst + "mixer.o_proj.bias": hf[src + "attn.c_proj.bias"],
-            dst + "ffn_norm.weight": hf[src + "ln_2.weight"],
-            dst + "ffn_norm.bias": hf[src + "ln_2.bias"],
-            dst + "ffn.up_proj.weight": hf[src + "mlp.c_fc.weight"].t(),
-            dst + "ffn.up_proj.bias": hf[src + "mlp.c_fc.bias"],
-            dst + "ffn.down_proj.weight": hf[src + "mlp.c_proj.weight"].t(),
-            dst + "ffn.down_proj.bias": hf[src + "mlp.c_proj.bias"],
-        }
-    return ours
+def layout_problems(cfg: Any, name: str, tokens: set[str], channels: set[str], norm: str, position: str,
+                    bias: bool) -> list[str]:
+    """Why ``cfg`` (a StackConfig) is not the uniform pre-norm residual stack of Hugging Face's ``name``."""
+    have_tokens, have_channels = {s.name for s in cfg.token_mixers}, {s.name for s in cfg.channel_mixers}
+    problems = []
+    if not have_tokens <= tokens or not have_channels <= channels:
+        problems.append(f"token mixers {sorted(have_tokens)}, channel mixers {sorted(have_channels)} ({name} has "
+                        f"{'/'.join(sorted(tokens))} and {'/'.join(sorted(channels))})")
+    if (cfg.norm, cfg.position, cfg.bias) != (norm, position, bias):
+        problems.append(f"norm={cfg.norm}, position={cfg.position}, bias={cfg.bias} ({name}: norm={norm}, "
+                        f"position={position}, bias={bias})")
+    if not cfg.pre_norm or not cfg.residual:
+        problems.append(f"pre_norm={cfg.pre_norm}, residual={cfg.residual} ({name}: pre-norm residual blocks)")
+    if cfg.embed_scale != 1.0 or cfg.logit_softcap is not None:
+        problems.append(f"embed_scale={cfg.embed_scale}, logit_softcap={cfg.logit_softcap} ({name} has neither)")
+    return problems
 
 
-def from_llama(hf: StateDict, n_layers: int) -> StateDict:
-    """Llama's projections are nn.Linear with the same head-major layout as ours; only names differ."""
-    ours = {
-        "tok_emb.weight": hf["model.embed_tokens.weight"],
-        "final_norm.weight": hf["model.norm.weight"],
-        "lm_head.weight": hf["lm_head.weight"],
-    }
-    for i in range(n_layers):
-        src, dst = f"model.layers.{i}.", f"blocks.{i}."
-        ours[dst + "mixer_norm.weight"] = hf[src + "input_layernorm.weight"]
-        ours[dst + "ffn_norm.weight"] = hf[src + "post_attention_layernorm.weight"]
-        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
-            ours[dst + f"mixer.{proj}.weight"] = hf[src + f"self_attn.{proj}.weight"]
-        for proj in ("gate_proj", "up_proj", "down_proj"):
-            ours[dst + f"ffn.{proj}.weight"] = hf[src + f"mlp.{proj}.weight"]
-    return ours
+def rope_theta(hf_config: Any) -> float:
+    """The RoPE base of a Llama-family config (``rope_parameters`` in transformers 5, ``rope_theta`` before);
+    scaled RoPE (linear, dynamic, YaRN, llama3) has no counterpart in the stack."""
+    params = getattr(hf_config, "rope_parameters", None) or {}
+    kind = params.get("rope_type", "default")
+    if kind != "default":
+        raise NotConvertible(f"rope_parameters.rope_type={kind!r}: the stack has plain RoPE only (no scaling)")
+    return float(params.get("rope_theta", getattr(hf_config, "rope_theta", 10000.0)))

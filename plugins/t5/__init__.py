@@ -3,6 +3,7 @@ Registered via the ``archlab.plugins`` entry point ``t5 = "plugins.t5:PLUGIN"`` 
 from framework.plugin import Plugin
 
 from .config import T5Config
+from .hf_convert import HF_T5
 from .metrics import t5_metrics
 from .model import T5, build_t5
 
@@ -14,6 +15,7 @@ PLUGIN = Plugin(
     build=build_t5,
     metrics=t5_metrics,
     config_package="plugins.t5.conf",
+    hf_architectures=(HF_T5,),
 )
 
 __all__ = ["PLUGIN", "T5", "T5Config"]

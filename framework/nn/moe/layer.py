@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..feedforward import GatedMLP, MLP
+from .across_ranks import data_parallel, sum_over_ranks
 from .config import MoEConfig
 from .experts import GroupedExperts
 from .router import Affinity, Router, Routing, capacity, expert_choice, token_choice
@@ -37,9 +38,13 @@ def load_balance_loss(probs: torch.Tensor, requested: torch.Tensor) -> torch.Ten
     """Switch loss E * sum_i f_i * P_i: f_i = fraction of assignments to expert i (no gradient),
     P_i = mean router probability of expert i over tokens. probs: (N, E) of the routed tokens;
     requested: (E,) assignment counts. Equals 1 when both are uniform; its minimum under uniform P."""
-    e = probs.shape[-1]
+    return balance_from_means(probs.mean(0), requested)
+
+
+def balance_from_means(mean_probs: torch.Tensor, requested: torch.Tensor) -> torch.Tensor:
+    """The Switch loss from P (E,) and the assignment counts (E,): E * sum_i f_i * P_i."""
     f = requested.float() / requested.sum().clamp(min=1)
-    return e * (f * probs.mean(0)).sum()
+    return mean_probs.shape[-1] * (f * mean_probs).sum()
 
 
 def sequence_balance_loss(routing: Routing, b: int, t: int, valid: torch.Tensor | None) -> torch.Tensor:
@@ -176,21 +181,27 @@ class MoEFeedForward(nn.Module):
 
         probs = routing.probs  # (N, E)
         routed_probs = probs if valid is None else probs[valid]
-        balance = load_balance_loss(routed_probs, routing.requested)
+        requested, prob_sum = routing.requested.float(), routed_probs.sum(0)
+        n_routed = prob_sum.new_tensor(float(len(routed_probs)))
+        if self.training and data_parallel():  # the global batch's f and P (framework/nn/moe/across_ranks.py)
+            requested, n_routed = sum_over_ranks(requested), sum_over_ranks(n_routed)
+            prob_sum = sum_over_ranks(prob_sum, differentiable=True)
+        balance = balance_from_means(prob_sum / n_routed.clamp(min=1), requested)
         z = router_z_loss(logits if valid is None else logits[valid])
         aux = self.cfg.balance_loss_weight * balance + self.cfg.z_loss_weight * z
         if self.cfg.seq_balance_loss_weight > 0:
             aux = aux + self.cfg.seq_balance_loss_weight * sequence_balance_loss(routing, b, t, valid)
         if self.cfg.bias_balance and self.training:
-            self.load_since_update.add_(routing.requested.detach().float())
-        stats = self._stats(routing, routed_probs, balance, z, valid)
+            self.load_since_update.add_(requested.detach())  # every rank the same counts: the same bias
+        stats = self._stats(routing, routed_probs, balance, z, valid, requested)
         return MoEOutput(output=out, aux_loss=aux, router_logits=logits, stats=stats)
 
     @torch.no_grad()
     def _stats(self, routing: Routing, probs: torch.Tensor, balance: torch.Tensor, z: torch.Tensor,
-               valid: torch.Tensor | None) -> dict[str, torch.Tensor]:
+               valid: torch.Tensor | None, requested: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``requested``: the assignment counts of the global batch while training data-parallel, else local."""
         e = self.cfg.n_experts
-        requested = routing.requested.float()
+        requested = requested.float()
         stats = {
             "load": requested / requested.sum().clamp(min=1),
             "tokens_per_expert": routing.counts.detach(),

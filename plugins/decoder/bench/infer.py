@@ -77,7 +77,8 @@ class InferConfig:
 
 def _pair(name: str, size: Size, cfg: InferConfig) -> tuple[nn.Module, nn.Module]:
     """(ours, Hugging Face) with the same random weights, in eval mode."""
-    from plugins.decoder.hf_convert import from_gpt2, from_llama
+    from plugins.decoder.hf_gpt2 import from_gpt2
+    from plugins.decoder.hf_llama import from_llama
 
     train_cfg = TrainBenchConfig(sizes=[size], seq=cfg.prompt + cfg.new_tokens, vocab=cfg.vocab)
     torch.manual_seed(0)

@@ -1,0 +1,35 @@
+"""``archlab report DIR... [--out DIR] [--metric KEY ...]``: a table (Markdown + CSV) and plots of the offline W&B
+runs under run or sweep directories (docs/report.md)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..report import ReportError, collect_runs, write_report
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="archlab report", description=__doc__.splitlines()[0].split(": ", 1)[-1])
+    parser.add_argument("dirs", nargs="+", metavar="DIR", help="a run directory, a sweep directory, or several")
+    parser.add_argument("--out", type=Path, help="where report.md, report.csv and the PNGs go (default: the first DIR)")
+    parser.add_argument("--metric", action="append", default=[], metavar="KEY", nargs="+",
+                        help="a logged key to plot per run and add as a column (repeatable)")
+    return parser
+
+
+def run_report(argv: list[str]) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed the usage and the problem
+        return int(exit_.code or 0)
+    metrics = list(dict.fromkeys(key for group in args.metric for key in group))
+    try:
+        runs = collect_runs(args.dirs)
+        text, files = write_report(runs, args.out or Path(args.dirs[0]), metrics)
+    except ReportError as err:
+        print(f"archlab report: error: {err}", file=sys.stderr)
+        return 2
+    print(text)
+    print(f"\narchlab report: {len(runs)} runs; wrote {', '.join(f.name for f in files)} to {files[0].parent}")
+    return 0
