@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import os
 import struct
@@ -39,6 +40,7 @@ _BLOCK = 32 * 1024
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 # The CRC of each chunk starts from the CRC of its type byte (LevelDB's scheme, zlib's CRC-32).
 _TYPE_CRC = {t: zlib.crc32(bytes([t])) for t in (_FULL, _FIRST, _MIDDLE, _LAST)}
+RUN_SUFFIXES = (".wandb", ".wandb.gz")  # a run log as wandb writes it, and gzipped (about 1/4 the size)
 _INTERNAL_KEY = "_wandb"  # wandb's own bookkeeping, dropped from config and summary
 _MISSING = object()
 
@@ -70,6 +72,16 @@ class RunRecord:
     @property
     def finished(self) -> bool:
         return self.exit_code is not None
+
+    @property
+    def started(self) -> float | None:
+        """Unix time the run started (its first history row's ``_timestamp - _runtime``); None before any row.
+        Unlike the file's modification time it survives copying, so archived runs keep their order."""
+        for row in self.history:
+            stamp, runtime = row.get("_timestamp"), row.get("_runtime", 0.0)
+            if isinstance(stamp, (int, float)) and isinstance(runtime, (int, float)):
+                return float(stamp) - float(runtime)
+        return None
 
     def keys(self) -> list[str]:
         """Sorted top-level history keys the user logged (wandb's "_*" keys left out)."""
@@ -105,15 +117,16 @@ class RunRecord:
 
 
 def find_runs(root: str | Path) -> list[Path]:
-    """All ``run-*.wandb`` files under ``root`` (recursive), oldest modification first. Symlinked directories
-    (wandb's ``latest-run``) are not followed, so no run is listed twice."""
+    """All ``run-*.wandb`` files under ``root`` (recursive), oldest modification first; gzipped ones
+    (``run-*.wandb.gz``, as ``archlab report --archive`` keeps them) too. Symlinked directories (wandb's
+    ``latest-run``) are not followed, so no run is listed twice."""
     root = Path(root)
     if root.is_file():
         return [root]
     if not root.is_dir():
         raise FileNotFoundError(f"no such directory: {root}")
     found = [Path(folder) / name for folder, _, names in os.walk(root)  # followlinks=False by default
-             for name in names if name.startswith("run-") and name.endswith(".wandb")]
+             for name in names if name.startswith("run-") and name.endswith(RUN_SUFFIXES)]
     return sorted(found, key=lambda p: (p.stat().st_mtime_ns, str(p)))
 
 
@@ -153,7 +166,7 @@ class _Incomplete(ValueError):
 
 def _resolve_run_file(path: Path) -> Path:
     if path.is_dir():
-        candidates = sorted(path.glob("run-*.wandb"))
+        candidates = sorted(p for p in path.glob("run-*.wandb*") if p.name.endswith(RUN_SUFFIXES))
         if len(candidates) != 1:
             raise ValueError(f"{path}: expected one run-*.wandb file, found {len(candidates)}")
         return candidates[0]
@@ -206,6 +219,8 @@ def _decode(path: Path, strict: bool) -> RunRecord:
 def _iter_records(path: Path, strict: bool) -> Iterator[tuple[int, bytes]]:
     """Yield (byte offset, payload) of each whole record in the log."""
     data = path.read_bytes()  # run logs are small next to memory; one read keeps parsing simple
+    if path.suffix == ".gz":
+        data = gzip.decompress(data)
     _check_file_header(path, data)
     pos, parts, start = _FILE_HEADER.size, [], None
     while pos < len(data):

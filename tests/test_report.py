@@ -101,17 +101,83 @@ def test_several_dirs_and_the_default_output_directory(sweep_dir, capsys):
     assert (first / "val_loss_vs_step.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("case", ["missing", "empty", "metric"])
+def test_baseline_columns_count_the_steps_to_its_mean_final_loss(sweep_dir, tmp_path, capsys):
+    code, out, err = _report([str(sweep_dir), "--out", str(tmp_path), "--baseline", "model=gpt"], capsys)
+    assert code == 0, err
+    rows = _csv(tmp_path / "report.csv")
+    gpt = [r for r in rows if r["arch"] == "gpt"]
+    target = sum(float(r["final val/loss"]) for r in gpt) / len(gpt)
+    reached = "steps to model=gpt final val/loss"
+    for row in rows:
+        val = read_runs(sweep_dir / row["run"])[0].series("val/loss", step_key=STEP)
+        # Validations are logged under the 0-based index of their last training step.
+        first = next((step + 1 for step, loss in val if loss <= target), None)
+        assert row[reached] == ("" if first is None else str(first)), row
+        if first is not None:
+            assert float(row["x fewer steps than model=gpt"]) == pytest.approx(6 / first)
+    assert any(r[reached] for r in gpt)  # the better gpt run reaches the mean of the two
+    assert f"final {target:.4g} val/loss (mean of its runs) after 6 steps" in out
+
+
+def test_mean_over_merges_the_runs_of_one_configuration(sweep_dir, tmp_path, capsys):
+    code, out, err = _report([str(sweep_dir), "--out", str(tmp_path), "--mean-over", "optimizer.lr"], capsys)
+    assert code == 0, err
+    rows = _csv(tmp_path / "report.csv")
+    merged = [line for line in out.split("Mean (min-max) over optimizer.lr:")[1].splitlines() if line.startswith("|")]
+    assert merged[0].startswith("| runs | arch | status | steps | params |") and len(merged) == 2 + 2
+    for line in merged[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        arch = cells[1]
+        finals = sorted(float(r["final val/loss"]) for r in rows if r["arch"] == arch)
+        column = merged[0].strip("|").split("|").index(" final val/loss ")
+        assert cells[0] == "2"
+        assert cells[column] == f"{sum(finals) / 2:.4g} ({finals[0]:.4g}-{finals[1]:.4g})"
+
+
+def test_archive_regenerates_the_table_byte_for_byte_and_overwrites_nothing(sweep_dir, tmp_path, capsys):
+    study = tmp_path / "study"
+    flags = ["--baseline", "model=gpt", "--mean-over", "optimizer.lr", "--colour-by", "optimizer.lr"]
+    assert _report([str(sweep_dir), "--out", str(study), *flags, "--archive"], capsys)[0] == 0
+    table = (study / "report.md").read_text()
+    logs = sorted((study / "runs").rglob("run-*.wandb.gz"))
+    assert len(logs) == 4 and all((study / "runs" / str(i) / ".hydra" / "overrides.yaml").is_file() for i in range(4))
+    raw = {p.name: p for p in sweep_dir.rglob("run-*.wandb")}
+    assert all(p.stat().st_size < raw[p.name[:-3]].stat().st_size / 2 for p in logs)
+    (study / "report.md").unlink()
+    # From the archive alone, with its files' times scrambled (a fresh clone's): the same table, byte for byte.
+    for i, log in enumerate(reversed(logs)):
+        import os
+        os.utime(log, (1e9 + i, 1e9 + i))
+    code, _, err = _report([str(study / "runs"), "--out", str(study), *flags, "--archive"], capsys)
+    assert code == 0, err
+    assert (study / "report.md").read_text() == table
+    # Archiving other runs into the same place is refused before anything is written.
+    before = {p: p.read_bytes() for p in study.rglob("*") if p.is_file()}
+    code, _, err = _report([str(sweep_dir / "0"), str(sweep_dir / "3"), "--out", str(study), "--archive"], capsys)
+    assert code == 2 and "already holds a run" in err
+    assert {p: p.read_bytes() for p in study.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "metric", "baseline_form", "baseline_value", "mean_over",
+                                  "colour_by"])
 def test_bad_arguments_fail_with_one_line_and_exit_code_2(sweep_dir, tmp_path, capsys, case):
     (tmp_path / "empty").mkdir()
     argv = {"missing": [str(tmp_path / "nope")], "empty": [str(tmp_path / "empty")],
-            "metric": [str(sweep_dir), "--metric", "val/los"]}[case]
+            "metric": [str(sweep_dir), "--metric", "val/los"],
+            "baseline_form": [str(sweep_dir), "--baseline", "gpt"],
+            "baseline_value": [str(sweep_dir), "--baseline", "model=bert"],
+            "mean_over": [str(sweep_dir), "--mean-over", "data"],
+            "colour_by": [str(sweep_dir), "--colour-by", "seed"]}[case]
     code, out, err = _report([*argv, "--out", str(tmp_path / "out")], capsys)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("archlab report: error: "), err
     expected = {"missing": f"{tmp_path / 'nope'}: no such directory",
                 "empty": f"{tmp_path / 'empty'}: no W&B runs under it",
-                "metric": "--metric val/los: no run logged it"}[case]
+                "metric": "--metric val/los: no run logged it",
+                "baseline_form": "--baseline 'gpt': expected KEY=VALUE",
+                "baseline_value": "--baseline model=bert: no run has model=bert; its values here: gpt, llama",
+                "mean_over": "--mean-over data: the runs do not differ in it; they differ in",
+                "colour_by": "--colour-by seed: the runs do not differ in it"}[case]
     assert expected in err
     if case == "metric":
         assert "val/loss" in err  # names the keys that do exist, nearest first

@@ -1,12 +1,13 @@
-"""``archlab report DIR... [--out DIR] [--metric KEY ...]``: a table (Markdown + CSV) and plots of the offline W&B
-runs under run or sweep directories (docs/report.md)."""
+"""``archlab report DIR... [--out DIR] [--metric KEY ...] [--baseline KEY=VALUE] [--mean-over KEY] [--colour-by KEY]
+[--archive]``: a table (Markdown + CSV) and plots of the offline W&B runs under run or sweep directories
+(docs/report.md)."""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from ..report import ReportError, collect_runs, write_report
+from ..report import ReportError, ReportOptions, collect_runs, write_report
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -15,6 +16,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, help="where report.md, report.csv and the PNGs go (default: the first DIR)")
     parser.add_argument("--metric", action="append", default=[], metavar="KEY", nargs="+",
                         help="a logged key to plot per run and add as a column (repeatable)")
+    parser.add_argument("--baseline", metavar="KEY=VALUE",
+                        help="add the steps each run takes to reach the final val/loss of the runs with KEY=VALUE")
+    parser.add_argument("--mean-over", metavar="KEY",
+                        help="add a table with one row per configuration: mean (min-max) over KEY, e.g. seed")
+    parser.add_argument("--colour-by", metavar="KEY", help="colour the plots by this override (default: the model)")
+    parser.add_argument("--archive", action="store_true",
+                        help="keep the runs' W&B logs (gzipped) and Hydra files in OUT/runs/: the report's inputs")
     return parser
 
 
@@ -26,7 +34,8 @@ def run_report(argv: list[str]) -> int:
     metrics = list(dict.fromkeys(key for group in args.metric for key in group))
     try:
         runs = collect_runs(args.dirs)
-        text, files = write_report(runs, args.out or Path(args.dirs[0]), metrics)
+        options = ReportOptions(metrics, args.baseline, args.mean_over, args.colour_by, args.archive)
+        text, files = write_report(runs, args.out or Path(args.dirs[0]), options)
     except ReportError as err:
         print(f"archlab report: error: {err}", file=sys.stderr)
         return 2

@@ -99,7 +99,8 @@ _ABSENT = object()
 
 
 def collect_runs(dirs: list[str | Path]) -> list[Run]:
-    """Every W&B run under ``dirs`` (run or sweep directories), in the order given, each directory's oldest first.
+    """Every W&B run under ``dirs`` (run or sweep directories), in the order given, each directory's first started
+    first.
     Raises ``ReportError`` for a directory that does not exist or holds no run."""
     seen: set[Path] = set()
     runs: list[Run] = []
@@ -112,11 +113,15 @@ def collect_runs(dirs: list[str | Path]) -> list[Run]:
         found = find_runs(path)
         if not found:
             raise ReportError(f"{d}: no W&B runs under it (no wandb/offline-run-*/run-*.wandb)")
+        records = []
         for file in (f for f in found if f.resolve() not in seen):  # overlapping directories: each run once
             seen.add(file.resolve())
             record = _read(file)
             if record is not None:
-                runs.append(_with_hydra(record))
+                records.append(record)
+        # Oldest start first (logged, so a copied or archived run keeps its place), then by path.
+        records.sort(key=lambda r: (r.started is None, r.started or 0.0, str(r.path)))
+        runs += [_with_hydra(record) for record in records]
     if not runs:
         raise ReportError(f"{dirs[0]}: no readable W&B run under it")
     _label(runs)

@@ -2,14 +2,28 @@
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import table
+from .archive import archive_runs
+from .compare import Baseline, mean_over
 from .plots import write_plots
-from .runs import ReportError, Run
+from .runs import ReportError, Run, differing_overrides
 
 MD_NAME, CSV_NAME = "report.md", "report.csv"
 _SHOWN_KEYS = 8  # keys named when a --metric is unknown: enough to spot a typo, short enough to read
+
+
+@dataclass
+class ReportOptions:
+    """What ``archlab report`` adds to its default table and plots (docs/report.md)."""
+
+    metrics: list[str] = field(default_factory=list)  # --metric: keys to add as columns and plot against the step
+    baseline: str | None = None   # --baseline KEY=VALUE: steps each run takes to reach those runs' final val/loss
+    mean_over: str | None = None  # --mean-over KEY: a second table, one row per configuration (e.g. over seeds)
+    colour_by: str | None = None  # --colour-by KEY: colour the plots by this override, not the architecture
+    archive: bool = False         # --archive: keep the runs' raw inputs in <out>/runs/ (report.archive)
 
 
 def check_metrics(runs: list[Run], metrics: list[str]) -> None:
@@ -24,16 +38,34 @@ def check_metrics(runs: list[Run], metrics: list[str]) -> None:
         raise ReportError(f"--metric {key}: no run logged it; logged keys include {', '.join(shown)}{more}")
 
 
-def write_report(runs: list[Run], out: Path, metrics: list[str]) -> tuple[str, list[Path]]:
-    """Write report.md, report.csv and the PNGs into ``out``; returns (the Markdown table, the files written)."""
-    check_metrics(runs, metrics)
+def _check_key(runs: list[Run], flag: str, key: str | None) -> None:
+    if key and key not in differing_overrides(runs) and key != "model":
+        raise ReportError(f"{flag} {key}: the runs do not differ in it; they differ in "
+                          f"{', '.join(differing_overrides(runs)) or 'nothing but the architecture'}")
+
+
+def write_report(runs: list[Run], out: Path, options: ReportOptions | None = None) -> tuple[str, list[Path]]:
+    """Write report.md, report.csv and the PNGs into ``out``; returns (the Markdown tables, the files written).
+    Every option is checked before anything is written."""
+    options = options or ReportOptions()
+    check_metrics(runs, options.metrics)
+    _check_key(runs, "--mean-over", options.mean_over)
+    _check_key(runs, "--colour-by", options.colour_by)
+    baseline = Baseline.of(options.baseline, runs) if options.baseline else None
     out.mkdir(parents=True, exist_ok=True)
-    header, body = table.rows(runs, metrics)
+    written: list[Path] = [archive_runs(runs, out)] if options.archive else []
+    header, body = table.rows(runs, options.metrics, baseline.columns() if baseline else [])
     text = table.markdown(header, body)
+    if baseline:
+        text += (f"\n\nBaseline {baseline.key}={baseline.value}: final {table.cell(baseline.target)} val/loss "
+                 f"(mean of its runs) after {table.cell(baseline.steps)} steps.")
+    if options.mean_over:
+        text += f"\n\nMean (min-max) over {options.mean_over}:\n\n" + table.markdown(
+            *mean_over(options.mean_over, header, body))
     table.write_csv(out / CSV_NAME, header, body)
-    images = write_plots(runs, out, metrics)
+    images = write_plots(runs, out, options.metrics, options.colour_by)
     lines = [f"# Report: {len(runs)} run{'s' * (len(runs) != 1)}", "",
              "Written by `archlab report` (columns and plots: docs/report.md).", "", text, ""]
     lines += [f"![{p.stem}]({p.name})" for p in images]
     (out / MD_NAME).write_text("\n".join(lines) + "\n")
-    return text, [out / MD_NAME, out / CSV_NAME, *images]
+    return text, [out / MD_NAME, out / CSV_NAME, *images, *written]

@@ -1,0 +1,100 @@
+"""The studies of experiments/: their configs compose into what their READMEs claim, their sweeps run for a few
+steps (so the commands never rot), and `archlab report` on each study's archived W&B runs regenerates its table
+byte for byte, with the exact command its README gives."""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from framework.cli import main
+from framework.registry import get_plugin, make_config
+from framework.wandb_records import read_runs
+from hydra_compose import compose_train
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDIES = sorted(p.parent.name for p in (ROOT / "experiments").glob("*/runs") if p.is_dir())
+MOE_VARIANTS = yaml.safe_load((ROOT / "conf/experiment/moe_vs_dense.yaml").read_text())[
+    "hydra"]["sweeper"]["params"]["+study/moe_vs_dense"].split(",")
+
+
+def _main(argv: list[str]) -> int:
+    try:
+        return main(argv) or 0
+    except SystemExit as exit_:
+        return exit_.code
+
+
+def _model(overrides: list[str]):
+    cfg = OmegaConf.to_container(compose_train(overrides).model, resolve=True)
+    name = cfg.pop("plugin")
+    return get_plugin(name).build(make_config(name, **cfg))
+
+
+def _regenerate_command(study: str) -> list[str]:
+    """The README's `archlab report experiments/<study>/runs ...` command, continuation lines joined."""
+    text = (ROOT / "experiments" / study / "README.md").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip().startswith(f"archlab report experiments/{study}/runs")]
+    assert len(lines) == 1, f"experiments/{study}/README.md must give the one command that regenerates its table"
+    return shlex.split(lines[0])[2:]  # after "archlab report"
+
+
+def test_every_sweep_variant_of_moe_vs_dense_is_a_file_and_only_those():
+    files = sorted(p.stem for p in (ROOT / "conf/study/moe_vs_dense").glob("*.yaml"))
+    assert sorted(MOE_VARIANTS) == files
+
+
+def test_moe_vs_dense_variants_match_the_dense_baseline_in_active_parameters_and_attention():
+    dense = _model(["experiment=moe_vs_dense", "+study/moe_vs_dense=dense"])
+    attention = {k: v.shape for k, v in dense.state_dict().items() if ".ffn." not in k}
+    for variant in MOE_VARIANTS:
+        model = _model(["experiment=moe_vs_dense", f"+study/moe_vs_dense={variant}"])
+        # Same embeddings, norms and attention: only the channel mixers differ.
+        assert {k: v.shape for k, v in model.state_dict().items() if ".ffn." not in k and "router" not in k} \
+            == attention, variant
+        # Equal active compute: a token's active parameters within 0.7% of the dense model's (experts' gates and
+        # router weights are the difference), while MoE variants hold 2.5-3.4x the parameters in all.
+        assert model.n_params_active == pytest.approx(dense.n_params_total, rel=7e-3), variant
+        if variant != "dense":
+            assert 2.5 < model.n_params_total / dense.n_params_total < 3.5, variant
+
+
+def test_moe_vs_dense_sweep_runs_every_variant_for_a_few_steps(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    sweep = tmp_path / "sweep"
+    code = _main(["train", "-m", "experiment=moe_vs_dense", "hydra.sweeper.params.seed=1337", "debug=fast",
+                 "model.d_model=32", "model.n_heads=2", "callbacks=none", "sample.prompt=null",
+                 "data.max_bytes=20000", f"hydra.sweep.dir={sweep}"])
+    assert code == 0
+    runs = read_runs(sweep, wait_s=20)
+    assert len(runs) == len(MOE_VARIANTS)
+    assert all(r.exit_code == 0 and r.series("val/loss", step_key="trainer/global_step") for r in runs)
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_report_on_the_archived_runs_regenerates_the_table_byte_for_byte(study, tmp_path, capsys):
+    argv = _regenerate_command(study)
+    out = argv.index("--out")
+    assert argv[0] == f"experiments/{study}/runs" and argv[out + 1] == f"experiments/{study}"
+    argv[0] = str(ROOT / argv[0])
+    argv[out + 1] = str(tmp_path)
+    argv = [a for a in argv if a != "--archive"]  # the archive is the input here: nothing to keep
+    assert _main(["report", *argv]) == 0, capsys.readouterr().err
+    assert (tmp_path / "report.md").read_text() == (ROOT / "experiments" / study / "report.md").read_text()
+
+
+@pytest.mark.parametrize("length", ["t64", "t128", "t256"])
+def test_every_mqar_mixer_composes_and_builds_a_two_layer_stack_without_channel_mixers(length):
+    params = yaml.safe_load((ROOT / "conf/experiment/mqar.yaml").read_text())["hydra"]["sweeper"]["params"]
+    mixers = params["+study/mqar/mixer"].split(",")
+    assert sorted(mixers) == sorted(p.stem for p in (ROOT / "conf/study/mqar/mixer").glob("*.yaml"))
+    for mixer in mixers:
+        model = _model(["experiment=mqar", f"+study/mqar/mixer={mixer}", f"+study/mqar/length={length}",
+                        "model.d_model=64"])
+        assert len(model.blocks) == 2 and all(s.name == "none" for s in model.channel_specs), mixer
+        assert model.tok_emb.num_embeddings == 512, mixer
