@@ -23,6 +23,8 @@ def test_wheel_install_ships_configs_and_trains_from_elsewhere(tmp_path):
                     "--target", str(target), str(source)], check=True, capture_output=True)
     shipped = {p.relative_to(target).as_posix() for p in target.rglob("*.yaml")}
     assert {"conf/train.yaml", "conf/data/shakespeare.yaml", "plugins/decoder/conf/model/llama.yaml"} <= shipped
+    # Every config of the tree, at any depth (conf/study/<study>/<group>/*.yaml is four levels down).
+    assert {p.relative_to(REPO).as_posix() for d in ("conf", "plugins") for p in (REPO / d).rglob("*.yaml")} <= shipped
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # Only the installed copy (not the source tree) is importable: PYTHONPATH first, cwd elsewhere.
