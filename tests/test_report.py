@@ -158,16 +158,69 @@ def test_archive_regenerates_the_table_byte_for_byte_and_overwrites_nothing(swee
     assert {p: p.read_bytes() for p in study.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("by", ["val/loss", "val/acc"])
+def test_best_over_keeps_each_configurations_best_run_by_the_metric(sweep_dir, tmp_path, capsys, by):
+    code, out, err = _report([str(sweep_dir), "--out", str(tmp_path), "--best-over", "optimizer.lr",
+                              "--best-by", by], capsys)
+    assert code == 0, err
+    rows = _csv(tmp_path / "report.csv")
+    column = "final val/loss" if by == "val/loss" else by  # --best-by adds its key as a column
+    pick = min if by == "val/loss" else max
+    table = out.split("Best over optimizer.lr (")[1]
+    assert table.startswith(("lowest" if by == "val/loss" else "highest") + f" final {by}")
+    lines = [line for line in table.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header[:3] == ["runs", "run", "arch"] and len(lines) == 2 + 2  # one row per architecture
+    for line in lines[2:]:
+        cells = dict(zip(header, (c.strip() for c in line.strip("|").split("|"))))
+        arch_rows = [r for r in rows if r["arch"] == cells["arch"]]
+        winner = pick(arch_rows, key=lambda r: float(r[column]))
+        assert cells["runs"] == "2" and cells["run"] == winner["run"], (cells, arch_rows)
+        assert cells["optimizer.lr"] == winner["optimizer.lr"]
+
+
+def test_plot_against_draws_the_best_run_per_point_with_reference_points(sweep_dir, tmp_path, capsys):
+    from framework.report import collect_runs
+    from framework.report.plots import Against, against_points
+
+    reference = tmp_path / "published.csv"
+    reference.write_text("source,group,panel,x,y\npaper,gpt,,0.001,3.0\npaper,RWKV,llama,0.003,2.5\n")
+    code, out, err = _report([str(sweep_dir), "--out", str(tmp_path), "--plot-against", "optimizer.lr",
+                              "--panel-by", "model", "--reference", str(reference)], capsys)
+    assert code == 0, err
+    image = tmp_path / "val_loss_vs_optimizer.lr.png"
+    assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and image.name in (tmp_path / "report.md").read_text()
+    # The points drawn: per (panel, colour group), x = the run's learning rate, y = its final val/loss.
+    runs = collect_runs([sweep_dir])
+    points = against_points(runs, Against("optimizer.lr", panel_by="model"), lambda r: r.architecture)
+    assert points == {(arch, arch): {float(r.value("optimizer.lr")): r.final("val/loss")
+                                     for r in runs if r.architecture == arch} for arch in ("gpt", "llama")}
+    # Two runs at one x: the better one is the point (accuracy: the higher; loss: the lower).
+    by_arch = against_points(runs, Against("optimizer.lr", metric="val/acc"), lambda r: "all")
+    for lr in (1e-3, 3e-3):
+        assert by_arch[("", "all")][lr] == max(r.final("val/acc") for r in runs if float(r.value("optimizer.lr")) == lr)
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "metric", "baseline_form", "baseline_value", "mean_over",
-                                  "colour_by"])
+                                  "colour_by", "best_over", "best_by", "against_text", "panel_alone",
+                                  "reference_columns", "reference_number"])
 def test_bad_arguments_fail_with_one_line_and_exit_code_2(sweep_dir, tmp_path, capsys, case):
     (tmp_path / "empty").mkdir()
+    bad_columns, bad_number = tmp_path / "columns.csv", tmp_path / "number.csv"
+    bad_columns.write_text("source,group,x,y\npaper,gpt,64,1.0\n")
+    bad_number.write_text("source,group,panel,x,y\npaper,gpt,,64,high\n")
     argv = {"missing": [str(tmp_path / "nope")], "empty": [str(tmp_path / "empty")],
             "metric": [str(sweep_dir), "--metric", "val/los"],
             "baseline_form": [str(sweep_dir), "--baseline", "gpt"],
             "baseline_value": [str(sweep_dir), "--baseline", "model=bert"],
             "mean_over": [str(sweep_dir), "--mean-over", "data"],
-            "colour_by": [str(sweep_dir), "--colour-by", "seed"]}[case]
+            "colour_by": [str(sweep_dir), "--colour-by", "seed"],
+            "best_over": [str(sweep_dir), "--best-over", "seed"],
+            "best_by": [str(sweep_dir), "--best-over", "optimizer.lr", "--best-by", "val/accuracy"],
+            "against_text": [str(sweep_dir), "--plot-against", "model"],
+            "panel_alone": [str(sweep_dir), "--panel-by", "model"],
+            "reference_columns": [str(sweep_dir), "--plot-against", "optimizer.lr", "--reference", str(bad_columns)],
+            "reference_number": [str(sweep_dir), "--plot-against", "optimizer.lr", "--reference", str(bad_number)]}[case]
     code, out, err = _report([*argv, "--out", str(tmp_path / "out")], capsys)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and err.startswith("archlab report: error: "), err
@@ -177,7 +230,14 @@ def test_bad_arguments_fail_with_one_line_and_exit_code_2(sweep_dir, tmp_path, c
                 "baseline_form": "--baseline 'gpt': expected KEY=VALUE",
                 "baseline_value": "--baseline model=bert: no run has model=bert; its values here: gpt, llama",
                 "mean_over": "--mean-over data: the runs do not differ in it; they differ in",
-                "colour_by": "--colour-by seed: the runs do not differ in it"}[case]
+                "colour_by": "--colour-by seed: the runs do not differ in it",
+                "best_over": "--best-over seed: the runs do not differ in it",
+                "best_by": "--best-by val/accuracy: no run logged it",
+                "against_text": "--plot-against model: run 0 has model='gpt', not a number",
+                "panel_alone": "--panel-by model: needs --plot-against KEY",
+                "reference_columns": f"--reference {bad_columns}: missing column(s) panel; expected the header "
+                                     "source,group,panel,x,y",
+                "reference_number": f"--reference {bad_number}: line 2: y='high' is not a number"}[case]
     assert expected in err
     if case == "metric":
         assert "val/loss" in err  # names the keys that do exist, nearest first

@@ -1,13 +1,15 @@
-"""What a study compares runs by: steps to reach a baseline's final loss (``--baseline``), and one row per
-configuration with the mean and range over a repeated key such as the seed (``--mean-over``)."""
+"""What a study compares runs by: steps to reach a baseline's final loss (``--baseline``), one row per
+configuration with the mean and range over a repeated key such as the seed (``--mean-over``), and the best run of
+each configuration over a searched key such as the learning rate (``--best-over``)."""
 from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 
 from . import keys as K
-from .runs import ReportError, Run
+from .runs import ReportError, Run, differing_overrides
 from .table import Column, Value, cell
 
 
@@ -77,3 +79,25 @@ def _merge(values: list[Value]) -> Value:
         return values[0]
     missing = len(values) - len(present)
     return f"{cell(mean)} ({cell(low)}-{cell(high)})" + (f", {missing} without" if missing else "")
+
+
+def best_over(key: str, by: str, runs: list[Run]) -> list[tuple[int, int]]:
+    """(index, runs compared) of the best run of each configuration, in run order: runs with the same architecture and the same value of every
+    differing override but ``key`` compete, and the best final ``by`` wins (the highest for accuracies, the lowest
+    for losses: ``keys.higher_is_better``; the first run on ties). A configuration whose runs all lack ``by`` keeps
+    its first run, so no configuration silently drops out of the table."""
+    others = [k for k in differing_overrides(runs) if k != key]
+    sign = 1.0 if K.higher_is_better(by) else -1.0
+    best: dict[tuple[str, ...], int] = {}
+    compared: Counter[tuple[str, ...]] = Counter()
+    for i, run in enumerate(runs):
+        config = (run.architecture, *(run.value(k) for k in others))
+        compared[config] += 1
+        if config not in best or _score(run, by, sign) > _score(runs[best[config]], by, sign):
+            best[config] = i
+    return sorted((i, compared[config]) for config, i in best.items())
+
+
+def _score(run: Run, key: str, sign: float) -> float:
+    value = run.final(key)
+    return -math.inf if value is None or not math.isfinite(value) else sign * value

@@ -24,3 +24,12 @@ def is_headline(key: str) -> bool:
     have their own columns)."""
     return not (key.startswith(CORE_PREFIXES) or key.startswith("_") or _PER_PART.search(key)
                 or key.endswith(("params/active", "params/total")))
+
+
+# Scores where more is better (accuracy, exact match, recall): "best" is the highest; for losses the lowest.
+_HIGHER_IS_BETTER = re.compile(r"(^|/|_)(acc|accuracy|exact_match|recall)(/|_|$)")
+
+
+def higher_is_better(key: str) -> bool:
+    """``val/acc``, ``val/exact_match``, ``val/generated_exact_match``: higher is better; ``val/loss``: lower."""
+    return bool(_HIGHER_IS_BETTER.search(key))
