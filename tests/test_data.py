@@ -208,7 +208,7 @@ MQAR = {**SYNTH, "task": "mqar", "vocab_size": 64, "num_kv": 4}
         ({**SYNTH, "n_train": 0}, r"data\.n_train"),
         ({**SYNTH, "batch_size": 65}, r"data\.batch_size"),
         ({**SYNTH, "seed": -1}, r"data\.seed"),
-        ({**MQAR, "vocab_size": 32}, r"data\.vocab_size.*> seq_len"),
+        ({**MQAR, "vocab_size": 9}, r"data\.vocab_size.*num_kv=4.*>= 10"),
         ({**MQAR, "num_kv": 9}, r"data\.num_kv.*<= 8"),
     ],
 )

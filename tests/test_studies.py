@@ -4,10 +4,13 @@ byte for byte, with the exact command its README gives."""
 from __future__ import annotations
 
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from framework.cli import main
@@ -97,4 +100,21 @@ def test_every_mqar_mixer_composes_and_builds_a_two_layer_stack_without_channel_
         model = _model(["experiment=mqar", f"+study/mqar/mixer={mixer}", f"+study/mqar/length={length}",
                         "model.d_model=64"])
         assert len(model.blocks) == 2 and all(s.name == "none" for s in model.channel_specs), mixer
-        assert model.tok_emb.num_embeddings == 512, mixer
+        assert model.tok_emb.num_embeddings == 64, mixer
+    cfg = compose_train(["experiment=mqar", "+study/mqar/mixer=attention", f"+study/mqar/length={length}"])
+    data = instantiate(cfg.data)  # validates: 4 * num_kv <= seq_len, enough keys in the vocabulary
+    assert (data.seq_len, data.num_kv) == {"t64": (64, 4), "t128": (128, 8), "t256": (256, 16)}[length]
+    assert data.vocab_size == model.tok_emb.num_embeddings and cfg.model.max_seq_len == data.seq_len
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_archived_run_holds_its_wandb_log_and_git_does_not_ignore_it(study):
+    """A study's runs/ is its evidence: a .gitignore rule (wandb/ is ignored elsewhere) must not drop it from commits."""
+    runs = sorted(p for p in (ROOT / "experiments" / study / "runs").iterdir() if p.is_dir())
+    logs = [sorted(run.glob("wandb/offline-run-*/run-*.wandb.gz")) for run in runs]
+    assert runs and all(len(found) == 1 for found in logs), dict(zip((r.name for r in runs), logs))
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("no git checkout to ask")
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", *map(str, (f[0] for f in logs))],
+                             capture_output=True, text=True).stdout.split()
+    assert ignored == [], f"git ignores these archived runs: {ignored}"

@@ -50,7 +50,11 @@ class SyntheticDataConfig:
         if self.task == "mqar":
             check(4 * self.num_kv <= t, "data.num_kv", f"{self.num_kv} is too large for seq_len {t}: mqar needs "
                   f"4 * num_kv <= seq_len (num_kv <= {t // 4})")
-            check(v > t, "data.vocab_size", f"{v} is too small for mqar: it needs vocab_size > seq_len ({t})")
+            # Keys come from [1, V/2) and values from [V/2, V), distinct within an example (Zoology's layout;
+            # its V > T is a convention of its sweeps, not a need of the task).
+            check(v // 2 - 1 >= self.num_kv, "data.vocab_size", f"{v} is too small for mqar with num_kv="
+                  f"{self.num_kv}: keys are distinct tokens from [1, vocab_size/2), so it needs vocab_size >= "
+                  f"{2 * self.num_kv + 2}")
         else:
             check(2 * self.length <= t, "data.length", f"{self.length} is too large for seq_len {t}: task "
                   f"{self.task!r} needs 2 * length <= seq_len (length <= {t // 2})")
