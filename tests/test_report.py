@@ -158,6 +158,24 @@ def test_archive_regenerates_the_table_byte_for_byte_and_overwrites_nothing(swee
     assert {p: p.read_bytes() for p in study.rglob("*") if p.is_file()} == before
 
 
+def test_a_new_chunk_of_runs_joins_an_archive_and_the_whole_regenerates(sweep_dir, tmp_path, capsys):
+    study = tmp_path / "study"
+    first = [str(sweep_dir / "0"), str(sweep_dir / "1")]
+    assert _report([*first, "--out", str(study), "--archive"], capsys)[0] == 0
+    assert sorted(p.name for p in (study / "runs").iterdir()) == ["0", "1", "ARCHIVE.md"]
+    # A later chunk (another session's sweep) beside the archive: the archived runs keep their names, the new ones
+    # are named with their sweep directory's, and everything lands in the one archive.
+    later = [str(sweep_dir / "2"), str(sweep_dir / "3")]
+    code, out, err = _report([str(study / "runs"), *later, "--out", str(study), "--archive"], capsys)
+    assert code == 0, err
+    assert [r["run"] for r in _csv(study / "report.csv")] == ["0", "1", "sweep/2", "sweep/3"]
+    assert all((study / "runs" / "sweep" / n / ".hydra" / "overrides.yaml").is_file() for n in ("2", "3"))
+    table = (study / "report.md").read_text()
+    code, _, err = _report([str(study / "runs"), "--out", str(tmp_path / "again")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "again" / "report.md").read_text() == table
+
+
 @pytest.mark.parametrize("by", ["val/loss", "val/acc"])
 def test_best_over_keeps_each_configurations_best_run_by_the_metric(sweep_dir, tmp_path, capsys, by):
     code, out, err = _report([str(sweep_dir), "--out", str(tmp_path), "--best-over", "optimizer.lr",
@@ -202,7 +220,7 @@ def test_plot_against_draws_the_best_run_per_point_with_reference_points(sweep_d
 
 
 @pytest.mark.parametrize("case", ["missing", "empty", "metric", "baseline_form", "baseline_value", "mean_over",
-                                  "colour_by", "best_over", "best_by", "against_text", "panel_alone",
+                                  "colour_by", "best_over", "best_by", "against_text", "panel_alone", "panel_value",
                                   "reference_columns", "reference_number"])
 def test_bad_arguments_fail_with_one_line_and_exit_code_2(sweep_dir, tmp_path, capsys, case):
     (tmp_path / "empty").mkdir()
@@ -219,6 +237,7 @@ def test_bad_arguments_fail_with_one_line_and_exit_code_2(sweep_dir, tmp_path, c
             "best_by": [str(sweep_dir), "--best-over", "optimizer.lr", "--best-by", "val/accuracy"],
             "against_text": [str(sweep_dir), "--plot-against", "model"],
             "panel_alone": [str(sweep_dir), "--panel-by", "model"],
+            "panel_value": [str(sweep_dir), "--plot-against", "optimizer.lr", "--panel-by", "data.task"],
             "reference_columns": [str(sweep_dir), "--plot-against", "optimizer.lr", "--reference", str(bad_columns)],
             "reference_number": [str(sweep_dir), "--plot-against", "optimizer.lr", "--reference", str(bad_number)]}[case]
     code, out, err = _report([*argv, "--out", str(tmp_path / "out")], capsys)
@@ -235,6 +254,7 @@ def test_bad_arguments_fail_with_one_line_and_exit_code_2(sweep_dir, tmp_path, c
                 "best_by": "--best-by val/accuracy: no run logged it",
                 "against_text": "--plot-against model: run 0 has model='gpt', not a number",
                 "panel_alone": "--panel-by model: needs --plot-against KEY",
+                "panel_value": "--panel-by data.task: runs 0, 1, 2, 3 have no value for it",
                 "reference_columns": f"--reference {bad_columns}: missing column(s) panel; expected the header "
                                      "source,group,panel,x,y",
                 "reference_number": f"--reference {bad_number}: line 2: y='high' is not a number"}[case]

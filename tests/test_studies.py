@@ -110,7 +110,7 @@ def test_every_mqar_mixer_composes_and_builds_a_two_layer_stack_without_channel_
 @pytest.mark.parametrize("study", STUDIES)
 def test_every_archived_run_holds_its_wandb_log_and_git_does_not_ignore_it(study):
     """A study's runs/ is its evidence: a .gitignore rule (wandb/ is ignored elsewhere) must not drop it from commits."""
-    runs = sorted(p for p in (ROOT / "experiments" / study / "runs").iterdir() if p.is_dir())
+    runs = sorted(p.parent for p in (ROOT / "experiments" / study / "runs").rglob(".hydra"))
     logs = [sorted(run.glob("wandb/offline-run-*/run-*.wandb.gz")) for run in runs]
     assert runs and all(len(found) == 1 for found in logs), dict(zip((r.name for r in runs), logs))
     if shutil.which("git") is None or not (ROOT / ".git").exists():

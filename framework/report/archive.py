@@ -13,9 +13,15 @@ from pathlib import Path
 
 import yaml
 
-from .runs import ReportError, Run
+from .runs import ARCHIVE_MARKER, ReportError, Run
 
 ARCHIVE_DIR = "runs"
+_MARKER_TEXT = """# Archived runs (`archlab report --archive`)
+
+Each folder is one run: its W&B log (gzipped) and the Hydra files a report reads. `archlab report` on this folder
+regenerates the report it was archived with; runs under it keep these folder names as their labels, so new runs can
+be added beside them (`archlab report <this folder> <new sweep dir> --out <its parent> --archive`). docs/report.md.
+"""
 
 
 def archive_runs(runs: list[Run], out: Path) -> Path:
@@ -27,6 +33,8 @@ def archive_runs(runs: list[Run], out: Path) -> Path:
     for run, dest in planned:
         if dest.exists() and dest.resolve() != run.run_dir.resolve():
             raise ReportError(f"--archive: {dest} already holds a run; remove it or give another --out")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / ARCHIVE_MARKER).write_text(_MARKER_TEXT)
     for run, dest in planned:
         if dest.exists():  # it is the run's own directory: the report was built from this archive
             continue

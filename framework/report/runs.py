@@ -15,6 +15,10 @@ from ..wandb_records import RunRecord, find_runs, read_run
 from . import keys as K
 
 
+# The file ``--archive`` leaves in its folder: runs under it keep their archived names (``_label``).
+ARCHIVE_MARKER = "ARCHIVE.md"
+
+
 class ReportError(ValueError):
     """A bad argument of ``archlab report``: the message names it (the CLI prints it as one line, exit code 2)."""
 
@@ -177,13 +181,31 @@ def _dotted(config: dict[str, Any], key: str) -> Any:
     return node
 
 
+def archive_root(run_dir: Path) -> Path | None:
+    """The ``--archive`` folder holding this run (marked by ARCHIVE_MARKER), if it is an archived run."""
+    for parent in run_dir.resolve().parents:
+        if (parent / ARCHIVE_MARKER).is_file():
+            return parent
+    return None
+
+
 def _label(runs: list[Run]) -> None:
-    """Name each run by its directory relative to what all share (``sweep/3``), or its W&B id if that is empty."""
-    dirs = [run.run_dir.resolve() for run in runs]
-    common = Path(*_common_parts(dirs)) if len(dirs) > 1 else dirs[0].parent
-    for run, d in zip(runs, dirs):
-        rel = str(d.relative_to(common)) if d != common else ""
-        run.label = rel or run.record.run_id
+    """Name each run by its directory relative to what all share (``sweep/3``), or its W&B id if that is empty.
+    An archived run keeps the name it was archived under (its folder in the archive), so a study can add a chunk
+    of new runs to its archive: those are named from one level higher (``<sweep dir>/3``), beside the old ones."""
+    roots = [archive_root(run.run_dir) for run in runs]
+    fresh = [run for run, root in zip(runs, roots) if root is None]
+    for run, root in zip(runs, roots):
+        if root is not None:
+            run.label = str(run.run_dir.resolve().relative_to(root))
+    if fresh:
+        dirs = [run.run_dir.resolve() for run in fresh]
+        common = Path(*_common_parts(dirs)) if len(dirs) > 1 else dirs[0].parent
+        if len(fresh) < len(runs):  # beside archived runs: keep the sweep's own name in the label
+            common = common.parent
+        for run, d in zip(fresh, dirs):
+            rel = str(d.relative_to(common)) if d != common else ""
+            run.label = rel or run.record.run_id
     counts = Counter(run.label for run in runs)
     for run in runs:  # two W&B runs in one directory (overwrite=true): told apart by their ids
         if counts[run.label] > 1:

@@ -62,9 +62,12 @@ def write_report(runs: list[Run], out: Path, options: ReportOptions | None = Non
     if options.best_by != K.VAL_LOSS and options.best_by not in metrics:
         metrics.append(options.best_by)  # the key "best" is judged by is a column of every table
     for flag, key in (("--mean-over", options.mean_over), ("--colour-by", options.colour_by),
-                      ("--best-over", options.best_over), ("--plot-against", options.plot_against),
-                      ("--panel-by", options.panel_by)):
+                      ("--best-over", options.best_over), ("--plot-against", options.plot_against)):
         _check_key(runs, flag, key)
+    if options.panel_by:  # one panel is fine (a study's first chunk): every run needs a value, not a different one
+        missing = [run.label for run in runs if not run.value(options.panel_by)]
+        if missing:
+            raise ReportError(f"--panel-by {options.panel_by}: runs {', '.join(missing)} have no value for it")
     for flag, value in (("--panel-by", options.panel_by), ("--reference", options.reference)):
         if value and not options.plot_against:
             raise ReportError(f"{flag} {value}: needs --plot-against KEY (it shapes that plot)")
