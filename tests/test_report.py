@@ -219,6 +219,15 @@ def test_plot_against_draws_the_best_run_per_point_with_reference_points(sweep_d
         assert by_arch[("", "all")][lr] == max(r.final("val/acc") for r in runs if float(r.value("optimizer.lr")) == lr)
 
 
+def test_colours_stay_distinct_past_ten_groups():
+    """A study's eleven mixers: matplotlib's default cycle repeats after ten, so the eleventh would share a colour."""
+    from framework.report.plots import colours_for
+
+    for groups in (2, 11, 20):
+        colours = colours_for([f"group{i % groups}" for i in range(3 * groups)])
+        assert list(colours) == [f"group{i}" for i in range(groups)] and len(set(colours.values())) == groups
+
+
 @pytest.mark.parametrize("case", ["missing", "empty", "metric", "baseline_form", "baseline_value", "mean_over",
                                   "colour_by", "best_over", "best_by", "against_text", "panel_alone", "panel_value",
                                   "reference_columns", "reference_number"])

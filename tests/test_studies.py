@@ -40,8 +40,8 @@ def _model(overrides: list[str]):
 def _regenerate_command(study: str) -> list[str]:
     """The README's `archlab report experiments/<study>/runs ...` command, continuation lines joined."""
     text = (ROOT / "experiments" / study / "README.md").read_text().replace("\\\n", " ")
-    lines = [line.strip() for line in text.splitlines()
-             if line.strip().startswith(f"archlab report experiments/{study}/runs")]
+    lines = [line.strip() for line in text.splitlines()  # the archive alone (a chunk's command adds a sweep dir)
+             if line.strip().startswith(f"archlab report experiments/{study}/runs --")]
     assert len(lines) == 1, f"experiments/{study}/README.md must give the one command that regenerates its table"
     return shlex.split(lines[0])[2:]  # after "archlab report"
 
@@ -84,7 +84,7 @@ def test_report_on_the_archived_runs_regenerates_the_table_byte_for_byte(study, 
     argv = _regenerate_command(study)
     out = argv.index("--out")
     assert argv[0] == f"experiments/{study}/runs" and argv[out + 1] == f"experiments/{study}"
-    argv[0] = str(ROOT / argv[0])
+    argv = [str(ROOT / a) if a.startswith("experiments/") else a for a in argv]  # e.g. --reference's file
     argv[out + 1] = str(tmp_path)
     argv = [a for a in argv if a != "--archive"]  # the archive is the input here: nothing to keep
     assert _main(["report", *argv]) == 0, capsys.readouterr().err
@@ -118,3 +118,24 @@ def test_every_archived_run_holds_its_wandb_log_and_git_does_not_ignore_it(study
     ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", *map(str, (f[0] for f in logs))],
                              capture_output=True, text=True).stdout.split()
     assert ignored == [], f"git ignores these archived runs: {ignored}"
+
+
+def _window_reach():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("window_reach", ROOT / "experiments/mqar/window_reach.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_mqar_window_reach_bound_is_exact_at_its_extremes_and_grows_with_the_reach():
+    """The bound experiments/mqar/README.md reads the windowed rows against: a reach past the whole sequence answers
+    every query; a reach of nothing answers none and guesses among all values (chance = 1/kv); a longer reach or the
+    global first pair can only help."""
+    bound = _window_reach().reach_bound
+    assert bound(64, 4, reach=64, global_first_pair=False, examples=500) == (1.0, 1.0)
+    hit, acc = bound(64, 4, reach=0, global_first_pair=False, examples=500)
+    assert hit == 0.0 and acc == pytest.approx(0.25)
+    one, two, glob = (bound(128, 8, r, g, examples=2000) for r, g in ((15, False), (30, False), (15, True)))
+    assert 0 < one[0] < two[0] < 1 and one[0] < glob[0] and one[1] < two[1] and one[1] < glob[1]

@@ -71,8 +71,22 @@ Group = Callable[[Run], str]  # what colours a run: its architecture, or its val
 
 
 def _colours(runs: list[Run], group: Group) -> dict[str, str]:
-    names = list(dict.fromkeys(group(run) for run in runs))
-    return {name: f"C{i % 10}" for i, name in enumerate(names)}
+    return colours_for([group(run) for run in runs])
+
+
+def colours_for(groups: list[str]) -> dict[str, str]:
+    """A colour per distinct group, in order of first appearance, none repeated up to 20 groups."""
+    names = list(dict.fromkeys(groups))
+    if len(names) <= 10:
+        return {name: f"C{i}" for i, name in enumerate(names)}
+    import matplotlib
+
+    tab20 = matplotlib.colormaps["tab20"].colors  # dark shades first, then light: 20 distinct before a repeat
+    palette = [matplotlib.colors.to_hex(c) for c in (*tab20[0::2], *tab20[1::2])]
+    return {name: palette[i % 20] for i, name in enumerate(names)}
+
+
+_REFERENCE_MARKERS = ("s", "^", "D", "v", "P", "X")  # published groups that are none of ours: grey, one marker each
 
 
 def _curves(runs: list[Run], key: str, path: Path, points: Callable[[Run], list[tuple[float, float]]],
@@ -145,16 +159,19 @@ def against_points(runs: list[Run], against: Against, group: Group) -> dict[tupl
 def _against(runs: list[Run], against: Against, path: Path, group: Group, what: str) -> Path | None:
     """One panel per value of ``panel_by``; in each, a line per group through the best final metric at each x
     (the best run, as --best-over picks it: runs of a group at one x differ in a searched key such as the learning
-    rate); reference points dashed, hollow, in their group's colour when it is one of ours."""
+    rate); reference points dashed, hollow, in their group's colour when it is one of ours, else grey with a
+    marker of their own."""
     import matplotlib.pyplot as plt
 
     best = against_points(runs, against, group)
     if not best:
         return None
     panels = list(dict.fromkeys(panel for panel, _ in best))
-    colours = _colours(runs, group)
+    colours, markers = _colours(runs, group), {}
     for name in dict.fromkeys(p.group for p in against.reference):
-        colours.setdefault(name, f"C{len(colours) % 10}")
+        if name not in colours:
+            markers[name] = _REFERENCE_MARKERS[len(markers) % len(_REFERENCE_MARKERS)]
+            colours[name] = "k"
     fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 2.0, 4.2), sharey=True, squeeze=False)
     xs = {x for line in best.values() for x in line} | {p.x for p in against.reference}
     for ax, panel in zip(axes[0], panels):
@@ -168,7 +185,7 @@ def _against(runs: list[Run], against: Against, path: Path, group: Group, what: 
                 sources.setdefault((point.source, point.group), []).append(point)
         for (source, name), points in sources.items():
             points.sort(key=lambda p: p.x)
-            ax.plot([p.x for p in points], [p.y for p in points], color=colours[name], linestyle="--", marker="s",
+            ax.plot([p.x for p in points], [p.y for p in points], color=colours[name], linestyle="--", marker=markers.get(name, "s"),
                     markerfacecolor="none", markersize=5, linewidth=1.0, label=f"{name} ({source})")
         if min(xs) > 0 and max(xs) >= 4 * min(xs):  # widths double: even spacing on a log-2 axis
             ax.set_xscale("log", base=2)
