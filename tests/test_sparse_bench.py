@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from framework.bench import benchmarks
-from plugins.decoder.bench.sparse import PATTERNS, _crossover, main, peak_memory, run
+from framework.bench.common import crossover_length
+from plugins.decoder.bench.sparse import PATTERNS, main, peak_memory, run
 
 
 def test_run_gives_ratios_against_dense_for_every_pattern() -> None:
@@ -17,9 +18,9 @@ def test_run_gives_ratios_against_dense_for_every_pattern() -> None:
 
 
 def test_crossover_interpolates_between_lengths() -> None:
-    assert _crossover([(1024, 0.5), (4096, 2.0)]) == "~2048"
-    assert _crossover([(1024, 1.5), (4096, 3.0)]) == "<= 1024"
-    assert _crossover([(1024, 0.2), (4096, 0.5)]) == "> 4096"
+    assert crossover_length([(1024, 0.5), (4096, 2.0)]) == "~2048"
+    assert crossover_length([(1024, 1.5), (4096, 3.0)]) == "<= 1024"
+    assert crossover_length([(1024, 0.2), (4096, 0.5)]) == "> 4096"
 
 
 def test_peak_memory_subprocess_reports_bytes() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -210,6 +211,20 @@ def paired(slow: Timing, fast: Timing) -> Ratio:
     """``paired_ratios`` as median and quartiles: > 1 means ``fast`` is faster."""
     ratios = paired_ratios(slow, fast)
     return Ratio(statistics.median(ratios), *quartiles(ratios))
+
+
+def crossover_length(points: Sequence[tuple[int, float]]) -> str:
+    """Length where a speed-up over the baseline crosses 1, interpolated in log-log between measured lengths:
+    "<= T" when already faster at the shortest, "> T" when still slower at the longest."""
+    points = sorted(points)
+    if points and points[0][1] >= 1.0:
+        return f"<= {points[0][0]}"
+    for (t0, s0), (t1, s1) in zip(points, points[1:]):
+        if s0 < 1.0 <= s1:
+            a = math.log(s1) - math.log(s0)
+            frac = (0 - math.log(s0)) / a if a else 0.0
+            return f"~{round(math.exp(math.log(t0) + frac * (math.log(t1) - math.log(t0))))}"
+    return f"> {points[-1][0]}" if points else "-"
 
 
 # --- matmul peak ----------------------------------------------------------------------------------

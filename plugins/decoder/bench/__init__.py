@@ -8,6 +8,8 @@
             ``--breakdown`` adds ``moe_breakdown.py``)
   rnn       LSTM / GRU stacks vs a GPT of similar size: training, generation, state per sequence (``rnn.py``)
   sparse    cost of each sparse attention kernel vs dense SDPA: time and peak memory (``sparse.py``)
+  context   the cost of context: training step time and peak tensor memory of one layer of every token mixer,
+            1k-32k tokens, log-log slopes and crossovers vs dense attention (``context.py``)
 
 Timing and table helpers come from ``framework.bench.common``, the ours-vs-Hugging-Face harness of ``decoder`` from
 ``framework.bench.vs_reference``. Nothing here is imported by the core.

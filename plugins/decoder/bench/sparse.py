@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import subprocess
 import sys
@@ -29,7 +28,8 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from framework.bench.common import Column, describe_device, format_table, paired_ratio, time_interleaved
+from framework.bench.common import (Column, crossover_length, describe_device, format_table, paired_ratio,
+                                    time_interleaved)
 
 PATTERNS = ("sliding_window", "longformer", "bigbird", "strided", "fixed", "lsh")
 DEFAULT_LENGTHS = (1024, 4096, 16384, 32768)
@@ -126,19 +126,6 @@ def peak_memory(kind: str, t: int, heads: int, head_dim: int, window: int, block
     return None if peak is None else int(peak)
 
 
-def _crossover(points: list[tuple[int, float]]) -> str:
-    """Length where speed-up crosses 1, interpolated in log-log between measured lengths."""
-    points = sorted(points)
-    if points and points[0][1] >= 1.0:
-        return f"<= {points[0][0]}"
-    for (t0, s0), (t1, s1) in zip(points, points[1:]):
-        if s0 < 1.0 <= s1:
-            a = math.log(s1) - math.log(s0)
-            frac = (0 - math.log(s0)) / a if a else 0.0
-            return f"~{round(math.exp(math.log(t0) + frac * (math.log(t1) - math.log(t0))))}"
-    return f"> {points[-1][0]}" if points else "-"
-
-
 def run(
     lengths: tuple[int, ...] = (256, 512),
     patterns: tuple[str, ...] = PATTERNS,
@@ -171,7 +158,7 @@ def run(
                 "below_scores": None if not mem else score_matrix / mem,
             })
     for kind in patterns:
-        cross = _crossover([(r["t"], r["speedup"]) for r in rows if r["pattern"] == kind])
+        cross = crossover_length([(r["t"], r["speedup"]) for r in rows if r["pattern"] == kind])
         for r in rows:
             if r["pattern"] == kind:
                 r["crossover"] = cross
