@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDIES = sorted(p.parent.name for p in (ROOT / "experiments").glob("*/runs") if p.is_dir())
 MOE_VARIANTS = yaml.safe_load((ROOT / "conf/experiment/moe_vs_dense.yaml").read_text())[
     "hydra"]["sweeper"]["params"]["+study/moe_vs_dense"].split(",")
+HYBRID_VARIANTS = yaml.safe_load((ROOT / "conf/experiment/hybrids.yaml").read_text())[
+    "hydra"]["sweeper"]["params"]["+study/hybrids"].split(",")
 
 
 def _main(argv: list[str]) -> int:
@@ -76,6 +78,42 @@ def test_moe_vs_dense_sweep_runs_every_variant_for_a_few_steps(tmp_path, monkeyp
     assert code == 0
     runs = read_runs(sweep, wait_s=20)
     assert len(runs) == len(MOE_VARIANTS)
+    assert all(r.exit_code == 0 and r.series("val/loss", step_key="trainer/global_step") for r in runs)
+
+
+def test_every_hybrids_variant_is_a_file_and_only_those():
+    assert sorted(HYBRID_VARIANTS) == sorted(p.stem for p in (ROOT / "conf/study/hybrids").glob("*.yaml"))
+
+
+def test_hybrids_variants_have_the_layer_patterns_of_their_papers_at_equal_active_parameters():
+    models = {v: _model(["experiment=hybrids", f"+study/hybrids={v}"]) for v in HYBRID_VARIANTS}
+    tokens = {v: [s.name for s in m.token_specs] for v, m in models.items()}
+    assert set(tokens["attention"]) == {"attention"} and set(tokens["mamba"]) == {"mamba"}
+    assert set(tokens["rglru"]) == {"rglru"}
+    assert tokens["jamba"] == ["mamba"] * 4 + ["attention"] + ["mamba"] * 3  # Jamba: 1 attention in 8, offset 4
+    assert [s.name for s in models["jamba"].channel_specs] == ["swiglu", "moe"] * 4
+    assert tokens["griffin"] == ["rglru", "rglru", "sliding_window"] * 2  # RecurrentGemma's block_types
+    assert tokens["samba"] == ["mamba", "sliding_window"] * 2
+    # Equal budgets: every variant's active parameters within 5% of pure attention's (0.85M); jamba's experts
+    # hold more in all, as in moe_vs_dense.
+    base = models["attention"].n_params_total
+    for variant, model in models.items():
+        assert model.n_params_active == pytest.approx(base, rel=0.05), variant
+    assert models["jamba"].n_params_total > 1.2 * models["jamba"].n_params_active
+    # The windowed layers see a quarter of the 256-byte context.
+    cfg = compose_train(["experiment=hybrids", "+study/hybrids=griffin"])
+    assert cfg.data.seq_len == cfg.model.max_seq_len == 4 * cfg.model.sparse.window
+
+
+def test_hybrids_sweep_trains_every_variant_for_a_few_steps(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    sweep = tmp_path / "sweep"
+    code = _main(["train", "-m", "experiment=hybrids", "debug=fast", "model.d_model=32", "model.n_heads=2",
+                  "data.seq_len=128", "model.max_seq_len=128", "callbacks=none", "sample.prompt=null", "data.max_bytes=20000", f"hydra.sweep.dir={sweep}"])
+    assert code == 0
+    runs = read_runs(sweep, wait_s=20)
+    assert len(runs) == len(HYBRID_VARIANTS)
     assert all(r.exit_code == 0 and r.series("val/loss", step_key="trainer/global_step") for r in runs)
 
 
