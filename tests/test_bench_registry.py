@@ -11,7 +11,7 @@ import pytest
 import framework.bench as bench
 from framework.bench import ENTRY_POINT_GROUP, benchmarks, load_benchmark, run_bench
 
-BUILTIN = {"decoder", "encoders", "infer", "mixers", "moe", "overhead", "rnn", "sparse"}
+BUILTIN = {"context", "decode", "decoder", "encoders", "infer", "mixers", "moe", "overhead", "rnn", "sparse"}
 
 
 def test_installed_entry_points_are_the_accepted_names() -> None:
@@ -38,7 +38,7 @@ def test_cli_dispatches_bench_through_the_registry(capsys: pytest.CaptureFixture
     from framework.cli import main
 
     assert main(["bench", "no-such-bench"]) == 2
-    assert "choose one of: decoder, encoders, infer, mixers, moe, overhead, rnn, sparse" in capsys.readouterr().err
+    assert "choose one of: context, decode, decoder, encoders, infer, mixers, moe, overhead, rnn, sparse" in capsys.readouterr().err
 
 
 @pytest.fixture

@@ -272,4 +272,7 @@ def causal_conv(
             out = out + bias.to(out.dtype)[:, None]
     else:
         out = F.conv1d(full, weight, bias, groups=channels)  # (b, C, T)
-    return out.transpose(1, 2), full[..., full.shape[-1] - (k - 1):]
+    window = full[..., full.shape[-1] - (k - 1):]
+    # After a prompt, copy the K - 1 columns out: a view would keep the whole (b, C, K - 1 + T) input alive in the
+    # decode state until the first decode step (T times the state's size).
+    return out.transpose(1, 2), window.clone() if t > 1 else window

@@ -69,6 +69,8 @@ class KVCache:
         extra = k.shape[-2] - self.keep if self.keep is not None else 0
         if extra > 0:  # slices: layers replace (never modify) stored tensors, so shallow copies stay valid
             self._k, self._v = k[..., extra:, :], v[..., extra:, :]
+            if extra > 1:  # a prompt longer than the window: copy it out, or the view keeps all T positions alive
+                self._k, self._v = self._k.clone(), self._v.clone()
             self._n = self._k.shape[-2]
             self.dropped += extra
         return k, v

@@ -10,6 +10,8 @@
   sparse    cost of each sparse attention kernel vs dense SDPA: time and peak memory (``sparse.py``)
   context   the cost of context: training step time and peak tensor memory of one layer of every token mixer,
             1k-32k tokens, log-log slopes and crossovers vs dense attention (``context.py``)
+  decode    prefill and decode tokens/s and decode-state bytes of a study's variants at a long context, as
+            ratios to one of them (``decode.py``; the hybrids-vs-parts study)
 
 Timing and table helpers come from ``framework.bench.common``, the ours-vs-Hugging-Face harness of ``decoder`` from
 ``framework.bench.vs_reference``. Nothing here is imported by the core.
