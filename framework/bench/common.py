@@ -73,6 +73,19 @@ def comma_list(text: str | None) -> tuple[str, ...]:
     return tuple(s.strip() for s in (text or "").split(",") if s.strip())
 
 
+def token_count(field: str, text: str) -> int:
+    """``"4k"`` -> 4096, ``"4096"`` -> 4096: a number of tokens on the command line; ``field`` names it in errors."""
+    number, scale = (text[:-1], 1024) if text.lower().endswith("k") else (text, 1)
+    if not number.isdigit():
+        raise ValueError(f"{field}: {text!r} is not a number of tokens (e.g. 4096 or 4k)")
+    return int(number) * scale
+
+
+def token_label(tokens: int) -> str:
+    """4096 -> ``"4k"``, 1000 -> ``"1000"``: the inverse of ``token_count`` for table headers."""
+    return f"{tokens // 1024}k" if tokens % 1024 == 0 else str(tokens)
+
+
 def require_positive(cfg: object, *names: str) -> None:
     """``ValueError`` for the first of the attributes ``names`` of ``cfg`` below 1."""
     for name in names:

@@ -36,7 +36,8 @@ from torch import nn
 
 from framework import build_model
 from framework.bench.common import (Column, Ratio, Timing, comma_list, crossover_length, describe_device,
-                                    format_table, make_train_step, paired, time_interleaved, token_loss)
+                                    format_table, make_train_step, paired, time_interleaved, token_label,
+                                    token_count, token_loss)
 from framework.bench.tensor_memory import PeakTensorMemory
 
 from .mixers import predicted_step
@@ -232,10 +233,6 @@ def summary_rows(res: Result) -> list[dict[str, Any]]:
     return rows
 
 
-def _length(t: int) -> str:
-    return f"{t // 1024}k" if t % 1024 == 0 else str(t)
-
-
 def report(res: Result) -> str:
     cfg = res.cfg
     lengths = sorted(cfg.lengths)
@@ -253,19 +250,19 @@ def report(res: Result) -> str:
             row[f"mb{t}"] = None if cell.peak_bytes is None else cell.peak_bytes / 2**20
         rows.append(row)
     lines.append(format_table(rows, [Column("mixer", "mixer", align="<"),
-                                     *[Column(f"ms{t}", f"ms @{_length(t)}") for t in lengths]]))
+                                     *[Column(f"ms{t}", f"ms @{token_label(t)}") for t in lengths]]))
     lines += ["", format_table(rows, [Column("mixer", "mixer", align="<"),
-                                      *[Column(f"mb{t}", f"MiB @{_length(t)}", "{:,.1f}") for t in lengths]])]
+                                      *[Column(f"mb{t}", f"MiB @{token_label(t)}", "{:,.1f}") for t in lengths]])]
     fit = [t for t in lengths if t >= cfg.fit_from] or lengths
-    lines += ["", f"# slopes: least squares of log(ms) and log(MiB) on log(T) over {', '.join(map(_length, fit))};"
-              f" speed-up = dense ms / mixer ms at {_length(LRA_LENGTH)} (median and IQR of per-round ratios);"
+    lines += ["", f"# slopes: least squares of log(ms) and log(MiB) on log(T) over {', '.join(map(token_label, fit))};"
+              f" speed-up = dense ms / mixer ms at {token_label(LRA_LENGTH)} (median and IQR of per-round ratios);"
               " crossover: the length where the mixer gets cheaper than dense (log-log interpolation)",
               format_table(summary_rows(res), [
                   Column("mixer", "mixer", align="<"), Column("params", "params", "{:,}"),
                   Column("time_slope", "time slope", "{:.2f}"), Column("memory_slope", "memory slope", "{:.2f}"),
-                  Column("speedup_4k", f"speed-up @{_length(LRA_LENGTH)}", "{:.2f}x"),
+                  Column("speedup_4k", f"speed-up @{token_label(LRA_LENGTH)}", "{:.2f}x"),
                   Column("speedup_4k_iqr", "IQR", align="<"),
-                  Column("memory_4k", f"memory/dense @{_length(LRA_LENGTH)}", "{:.2f}"),
+                  Column("memory_4k", f"memory/dense @{token_label(LRA_LENGTH)}", "{:.2f}"),
                   Column("time_crossover", "time crossover", align="<"),
                   Column("memory_crossover", "memory crossover", align="<")])]
     for mixer, (name, published) in LRA_SPEED_4K.items():
@@ -273,7 +270,7 @@ def report(res: Result) -> str:
         if ratio:
             lines.append(f"LRA @4k: {name} {published:.1f}x dense (TPU v3); ours {mixer} {ratio.median:.2f}x "
                          f"(IQR {ratio.iqr})")
-    skipped = [f"{m} from {_length(t)}: {c.skipped}" for m, by_len in res.cells.items()
+    skipped = [f"{m} from {token_label(t)}: {c.skipped}" for m, by_len in res.cells.items()
                for t, c in sorted(by_len.items()) if c.skipped and t == min(u for u, d in by_len.items() if d.skipped)]
     if skipped:
         lines += ["", "# not run:", *skipped]
@@ -307,7 +304,7 @@ def plot(res: Result, path: Path) -> Path:
                 ax.plot(xs, [base * (x / lo) ** k for x in xs], color="0.6", linewidth=0.8, linestyle=":")
                 ax.annotate(f"T^{k}", (xs[-1], base * (xs[-1] / lo) ** k), fontsize=7, color="0.4")
         ax.set(xscale="log", yscale="log", xlabel="context length T (tokens)", ylabel=what)
-        ax.set_xticks(sorted(res.cfg.lengths), [_length(t) for t in sorted(res.cfg.lengths)])
+        ax.set_xticks(sorted(res.cfg.lengths), [token_label(t) for t in sorted(res.cfg.lengths)])
         ax.minorticks_off()
         ax.grid(alpha=0.3, which="both")
     axes[1].legend(fontsize=7, loc="upper left", ncol=2)
@@ -343,14 +340,7 @@ def load(path: Path) -> Result:
 
 
 def _lengths(text: str) -> tuple[int, ...]:
-    out = []
-    for part in comma_list(text):
-        scale = 1024 if part.lower().endswith("k") else 1
-        number = part[:-1] if scale > 1 else part
-        if not number.isdigit():
-            raise ValueError(f"lengths: {part!r} is not a number of tokens (e.g. 1024 or 1k)")
-        out.append(int(number) * scale)
-    return tuple(out)
+    return tuple(token_count("lengths", part) for part in comma_list(text))
 
 
 def parse_args(argv: Sequence[str]) -> tuple[ContextConfig | Path, Path | None]:
@@ -358,7 +348,7 @@ def parse_args(argv: Sequence[str]) -> tuple[ContextConfig | Path, Path | None]:
     defaults = ContextConfig()
     p = argparse.ArgumentParser(prog="archlab bench context", description=__doc__.split("\n\n")[0])
     p.add_argument("--mixers", default=",".join(defaults.mixers), help="comma list; " + ", ".join(MIXERS))
-    p.add_argument("--lengths", default=",".join(map(_length, defaults.lengths)), help="comma list, e.g. 1k,4k")
+    p.add_argument("--lengths", default=",".join(map(token_label, defaults.lengths)), help="comma list, e.g. 1k,4k")
     for name in ("d_model", "n_heads", "batch", "window", "block", "rounds", "fit_from"):
         flag = {"n_heads": "heads"}.get(name, name).replace("_", "-")
         p.add_argument(f"--{flag}", dest=name, type=int, default=getattr(defaults, name))

@@ -29,7 +29,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from framework.bench.common import (Column, Timing, comma_list, describe_device, format_table, paired,
-                                    setup_device, synchronize)
+                                    setup_device, synchronize, token_count)
 
 CONF = Path(__file__).resolve().parents[3] / "conf"
 
@@ -188,13 +188,6 @@ def report(res: dict[str, Any]) -> str:
     return "\n".join([*head, "", table])
 
 
-def _tokens(text: str) -> int:
-    number, scale = (text[:-1], 1024) if text.lower().endswith("k") else (text, 1)
-    if not number.isdigit():
-        raise ValueError(f"context: {text!r} is not a number of tokens (e.g. 4096 or 4k)")
-    return int(number) * scale
-
-
 def parse_args(argv: Sequence[str]) -> DecodeConfig:
     d = DecodeConfig.__dataclass_fields__
     p = argparse.ArgumentParser(prog="archlab bench decode", description=__doc__.split("\n\n")[0])
@@ -210,7 +203,7 @@ def parse_args(argv: Sequence[str]) -> DecodeConfig:
     args = p.parse_args(argv)
     try:
         return DecodeConfig(study=args.study, variants=comma_list(args.variants), baseline=args.baseline,
-                            context=_tokens(args.context), new_tokens=args.new_tokens, batch=args.batch,
+                            context=token_count("context", args.context), new_tokens=args.new_tokens, batch=args.batch,
                             rounds=args.rounds, overrides=tuple(args.override), device=args.device,
                             threads=args.threads)
     except ValueError as err:
