@@ -105,6 +105,26 @@ def test_hybrids_variants_have_the_layer_patterns_of_their_papers_at_equal_activ
     assert cfg.data.seq_len == cfg.model.max_seq_len == 4 * cfg.model.sparse.window
 
 
+def test_hybrids_recall_cell_runs_the_hybrids_models_unchanged_on_the_mqar_recipe_at_t128():
+    params = yaml.safe_load((ROOT / "conf/experiment/hybrids_mqar.yaml").read_text())["hydra"]["sweeper"]["params"]
+    mqar = yaml.safe_load((ROOT / "conf/experiment/mqar.yaml").read_text())["hydra"]["sweeper"]["params"]
+    assert params["+study/hybrids"].split(",") == HYBRID_VARIANTS and params["optimizer.lr"] == mqar["optimizer.lr"]
+    for variant in HYBRID_VARIANTS:
+        recall = compose_train(["experiment=hybrids_mqar", f"+study/hybrids={variant}"])
+        lm = compose_train(["experiment=hybrids", f"+study/hybrids={variant}"])
+        cell = compose_train(["experiment=mqar", "+study/mqar/mixer=attention", "+study/mqar/length=t128"])
+        # The model is the hybrids study's but for the task's vocabulary and the positions it needs.
+        task_sized = ("max_seq_len", "vocab_size")
+        assert {k: v for k, v in recall.model.items() if k not in task_sized} == \
+            {k: v for k, v in lm.model.items() if k not in task_sized}, variant
+        assert recall.model.max_seq_len == recall.data.seq_len == 128
+        # Everything else is the MQAR study's recipe at its T=128 cell.
+        for section in ("data", "optimizer", "scheduler", "trainer", "callbacks"):
+            assert recall[section] == cell[section], (variant, section)
+    model = _model(["experiment=hybrids_mqar", "+study/hybrids=griffin"])
+    assert [s.name for s in model.token_specs] == ["rglru", "rglru", "sliding_window"] * 2
+    assert model.tok_emb.num_embeddings == 64
+
 def test_hybrids_sweep_trains_every_variant_for_a_few_steps(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
@@ -116,6 +136,18 @@ def test_hybrids_sweep_trains_every_variant_for_a_few_steps(tmp_path, monkeypatc
     assert len(runs) == len(HYBRID_VARIANTS)
     assert all(r.exit_code == 0 and r.series("val/loss", step_key="trainer/global_step") for r in runs)
 
+
+def test_hybrids_recall_cell_trains_a_hybrid_and_logs_recall_accuracy(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    sweep = tmp_path / "sweep"
+    code = _main(["train", "-m", "experiment=hybrids_mqar", "+study/hybrids=samba", "optimizer.lr=3e-3", "debug=fast",
+                  "model.d_model=32", "model.n_heads=2", "data.n_train=256", "data.n_val=64", "data.batch_size=8",
+                  f"hydra.sweep.dir={sweep}"])
+    assert code == 0
+    (run,) = read_runs(sweep, wait_s=20)
+    acc = run.series("val/acc", step_key="trainer/global_step")
+    assert run.exit_code == 0 and acc and all(0.0 <= a <= 1.0 for _, a in acc)
 
 @pytest.mark.parametrize("study", STUDIES)
 def test_report_on_the_archived_runs_regenerates_the_table_byte_for_byte(study, tmp_path, capsys):
