@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from framework.bench import benchmarks
-from plugins.decoder.bench.decode import DecodeConfig, build_variant, main, state_bytes, tensor_bytes
+from plugins.decoder.bench.decode import (DecodeConfig, build_variant, greedy_decode, main, state_bytes,
+                                          tensor_bytes)
 
 TINY = ("model.d_model=32", "model.n_heads=2")
 
@@ -32,6 +33,17 @@ def test_attention_state_grows_with_the_prompt_and_a_window_bounds_it():
     assert _state("attention", 512) == 8 * _state("attention", 64)
     # griffin: 4 rglru layers (O(1)) and 2 sliding-window layers whose caches stop at the window (64).
     assert _state("griffin", 256) == _state("griffin", 512) > _state("griffin", 32)
+
+
+@pytest.mark.parametrize("variant", ["attention", "samba", "jamba"])
+def test_the_timed_decode_follows_generates_greedy_path_token_for_token(variant):
+    # What is timed must be what generate runs: the prompt's prefill, then one token per step against the state.
+    cfg = DecodeConfig(variants=(variant, "attention"), context=96, new_tokens=12, overrides=TINY)
+    model = build_variant(cfg, variant)
+    prompt = torch.randint(0, 200, (2, 96), generator=torch.Generator().manual_seed(1))
+    tokens, prefill, step = greedy_decode(model, prompt, 12, torch.device("cpu"))
+    assert torch.equal(tokens, model.generate(prompt, 12, temperature=0.0))
+    assert prefill > 0 and step > 0
 
 
 def test_registered_and_the_cli_prints_every_variant_against_the_baseline(capsys):

@@ -3,10 +3,12 @@ state each carries there: what a hybrid keeps of its recurrent parts' inference 
 
 Each variant is the model a study's sweep trains (``conf/experiment/<study>.yaml`` with ``+study/<study>=<variant>``,
 composed as ``archlab train`` composes it; ``model.max_seq_len`` raised to the context plus the new tokens), with
-its initial weights: speed does not depend on what the weights learned. Timing, as ``archlab bench infer``:
-``generate(prompt, 1)`` is the prefill (the prompt as one forward, plus one token); ``generate(prompt, 1 + N) -
-generate(prompt, 1)`` is N decode steps against the caches. Every variant is timed interleaved, round by round,
-and its ratio to the baseline variant is paired by round (median and IQR), so load on a shared machine cancels.
+its initial weights: speed does not depend on what the weights learned. Timing follows ``generate``'s greedy path
+call for call (``greedy_decode`` yields the same tokens): the prefill is the prompt as one forward against a fresh
+state sized for the whole output, and each of the N decode steps, timed by themselves, feeds one token against
+that state. (Subtracting a 1-token generation from an N-token one would leave the decode time at the mercy of the
+prefill's noise, which at 16k exceeds 64 decode steps.) Every variant is timed interleaved, round by round, and its
+ratio to the baseline variant is paired by round (median and IQR), so load on a shared machine cancels.
 State: the bytes of every tensor in the decode state after the prefill (KV caches sized for the context alone,
 recurrent states), per sequence.
 
@@ -120,10 +122,33 @@ def state_bytes(model: torch.nn.Module, prompt: torch.Tensor) -> int:
 
 @dataclass
 class Measured:
-    prefill: list[float] = field(default_factory=list)   # seconds of generate(prompt, 1)
+    prefill: list[float] = field(default_factory=list)   # seconds of the prompt's forward
     decode: list[float] = field(default_factory=list)    # seconds per decode step
     params: int = 0
     state: int = 0
+
+
+def greedy_decode(model: torch.nn.Module, prompt: torch.Tensor, new_tokens: int,
+                  device: torch.device) -> tuple[torch.Tensor, float, float]:
+    """``model.generate(prompt, new_tokens, temperature=0)``'s tokens, with the seconds of its prefill (the prompt's
+    forward and first token) and of each later decode step on average."""
+    b, n = prompt.shape
+    tokens = prompt.new_empty(b, n + new_tokens)
+    tokens[:, :n] = prompt
+    with torch.inference_mode():
+        state = model.new_state()
+        if hasattr(state, "reserve"):
+            state.reserve(n + new_tokens)
+        synchronize(device)
+        start = time.perf_counter()
+        tokens[:, n] = model(prompt, state=state).logits[:, -1, :].argmax(-1)
+        synchronize(device)
+        prefilled = time.perf_counter()
+        for i in range(n + 1, n + new_tokens):
+            tokens[:, i] = model(tokens[:, i - 1 : i], state=state).logits[:, -1, :].argmax(-1)
+        synchronize(device)
+        done = time.perf_counter()
+    return tokens, prefilled - start, (done - prefilled) / max(new_tokens - 1, 1)
 
 
 def run(cfg: DecodeConfig, log=lambda _: None) -> dict[str, Any]:  # noqa: ANN001
@@ -134,24 +159,15 @@ def run(cfg: DecodeConfig, log=lambda _: None) -> dict[str, Any]:  # noqa: ANN00
     prompt = prompt.to(device)
     out = {v: Measured(params=sum(p.numel() for p in m.parameters()), state=state_bytes(m, prompt))
            for v, m in models.items()}
-
-    def timed(model: torch.nn.Module, n: int) -> float:
-        synchronize(device)
-        start = time.perf_counter()
-        model.generate(prompt, n, temperature=0.0)
-        synchronize(device)
-        return time.perf_counter() - start
-
     for model in models.values():  # warm-up: one short generation each
-        timed(model, 2)
+        greedy_decode(model, prompt[:, :64], 2, device)
     for r in range(cfg.rounds):
         order = list(models) if r % 2 == 0 else list(models)[::-1]
         log(f"round {r + 1}/{cfg.rounds}: {', '.join(order)}")
         for v in order:
-            first = timed(models[v], 1)
-            whole = timed(models[v], 1 + cfg.new_tokens)
-            out[v].prefill.append(first)
-            out[v].decode.append(max(whole - first, 1e-9) / cfg.new_tokens)
+            _, prefill, step = greedy_decode(models[v], prompt, 1 + cfg.new_tokens, device)
+            out[v].prefill.append(prefill)
+            out[v].decode.append(step)
     return {"config": cfg, "device": describe_device(device), "measured": out}
 
 
