@@ -87,6 +87,8 @@ class PreemptionCheckpoint(L.Callback):
             signals.append(requeue)
         for sig in signals:
             self._previous[sig] = signal.signal(sig, self._handler)
+        log.info("%s to pid %d save %s at the end of the step and stop", "/".join(signal.Signals(s).name for s in signals),
+                 os.getpid(), self.dirpath / "last.ckpt")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self.received is None or trainer.should_stop:

@@ -147,8 +147,9 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
     base = [o for o in TINY if o != "logger=csv"] + ["logger=wandb", "trainer.max_steps=10"]
     train(compose_train(base, tmp_path))
     train(compose_train(base[:-1] + ["trainer.max_steps=16", "resume=true"], tmp_path))
-    runs = sorted(p.name.rsplit("-", 1)[-1] for p in (tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2 and runs[0] == runs[1]
+    dirs = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
+    runs = [name.rsplit("-", 1)[-1] for name in dirs]
+    assert len(runs) == 2 and runs[0] == runs[1], dirs
 
 
 # --- divergence -------------------------------------------------------------------------------------------

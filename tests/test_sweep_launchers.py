@@ -3,6 +3,7 @@ sweep table when jobs run in other processes, and a pre-empted submitit job requ
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,17 +124,16 @@ def test_joblib_runs_jobs_in_parallel_and_tables_their_failures(tmp_path, capsys
         assert (tmp_path / str(job) / "train.log").is_file()
 
 
-def _submit_pids(folder: Path) -> list[int]:
-    """The submitit task processes (python -m submitit.core._submit <folder>/...) of a sweep."""
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            cmd = (proc / "cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if b"submitit.core._submit" in cmd and any(str(folder).encode() in c for c in cmd):
-            pids.append(int(proc.name))
-    return pids
+def _fit_pid(log: Path, deadline: float) -> int:
+    """The pid a job's fit runs in, once PreemptionCheckpoint has taken the signals (its line in the job's log).
+    A signal before that goes to submitit's own handler, which reruns the job from the start."""
+    pattern = re.compile(r"SIGUSR2 to pid (\d+) save")
+    while time.time() < deadline:
+        found = pattern.search(log.read_text()) if log.is_file() else None
+        if found:
+            return int(found.group(1))
+        time.sleep(0.1)
+    raise AssertionError(f"no fit started in {log.parent}: {log.read_text()[-2000:] if log.is_file() else 'no log'}")
 
 
 @pytest.mark.slow
@@ -146,19 +146,14 @@ def test_submitit_sweep_preempted_job_is_requeued_and_resumes(tmp_path):
                              f"trainer.max_steps={steps}", "trainer.val_check_interval=300", f"hydra.sweep.dir={tmp_path}"],
                             env={**os.environ, "WANDB_MODE": "offline"}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    while not list(tmp_path.glob("*/wandb/offline-run-*")) and time.time() < deadline:  # a fit has begun
-        time.sleep(0.2)
-    time.sleep(5.0)  # W&B starts before the fit; the fit's first steps (600 take ~40 s here with 2 jobs)
-    pids = _submit_pids(tmp_path)
-    assert pids, "no submitit job found"
-    os.kill(pids[0], signal.SIGUSR2)  # what SLURM sends (--signal=USR2@signal_delay_s) before a time limit
+    pid = _fit_pid(tmp_path / "0" / "train.log", deadline=time.time() + 120)  # its fit is under way, handlers in
+    os.kill(pid, signal.SIGUSR2)  # what SLURM sends (--signal=USR2@signal_delay_s) before a time limit
     out, _ = proc.communicate(timeout=240)
     assert proc.returncode == 0, out[-3000:]
     assert "2 of 2 jobs ok" in out
     logs = {n: (tmp_path / str(n) / "train.log").read_text() for n in (0, 1)}
     preempted = [n for n, text in logs.items() if "SIGUSR2 at step" in text]
-    assert len(preempted) == 1
+    assert preempted == [0]
     job = tmp_path / str(preempted[0])
     assert torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == steps
     runs = read_runs(job, wait_s=20)
