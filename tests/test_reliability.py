@@ -3,6 +3,7 @@ no clobbering, atomic / periodic / pre-emption checkpoints."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -147,8 +148,9 @@ def test_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
     base = [o for o in TINY if o != "logger=csv"] + ["logger=wandb", "trainer.max_steps=10"]
     train(compose_train(base, tmp_path))
     train(compose_train(base[:-1] + ["trainer.max_steps=16", "resume=true"], tmp_path))
+    # offline-run-<start second>-<run id>, and "-1" appended when the resumed run starts within the same second
     dirs = sorted(p.name for p in (tmp_path / "wandb").glob("offline-run-*"))
-    runs = [name.rsplit("-", 1)[-1] for name in dirs]
+    runs = [re.fullmatch(r"offline-run-\d{8}_\d{6}-([0-9a-z]+)(-\d+)?", name).group(1) for name in dirs]
     assert len(runs) == 2 and runs[0] == runs[1], dirs
 
 
