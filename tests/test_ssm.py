@@ -407,3 +407,24 @@ def test_the_issue_command_lines_train(tmp_path) -> None:
         metrics = train(cfg)["metrics"]
         for key in ("ssm/dt/layer0", "ssm/decay/mean", "ssm/long_memory/layer0", "ssm/state_norm/mean"):
             assert key in metrics and math.isfinite(metrics[key]), (name, key, sorted(metrics))
+
+
+@pytest.mark.parametrize("t, chunk, state", [(256, 64, 6 * 256 * 16), (128, 64, 64 * 256 * 16), (1024, 64, 8 * 4096),
+                                             (100, 7, 1), (5, 64, 1 << 20), (130, 64, 1 << 16)])
+def test_mamba_scan_runs_one_chunk_only_when_a_step_of_the_batch_is_already_big(t, chunk, state) -> None:
+    from framework.mixers.ssm_scan import STEP_ELEMENTS, _scan_chunk_length
+
+    expected = t if state >= STEP_ELEMENTS else chunk  # small steps: the configured chunks amortise the dispatch
+    assert _scan_chunk_length(t, chunk, state) == expected
+
+
+def test_mamba_scan_of_a_big_batch_in_one_chunk_equals_the_configured_chunks() -> None:
+    """A batch past STEP_ELEMENTS takes the one-chunk path; values and every gradient equal chunks of 4."""
+    from framework.mixers.ssm_scan import STEP_ELEMENTS, _SelectiveScan
+
+    b, t, d, n = 2, 12, 64, STEP_ELEMENTS // (2 * 64)
+    inputs = mamba_inputs(b, t, d, n, torch.Generator().manual_seed(3))
+    whole = values_and_grads(lambda *v: selective_scan(*v[:5], 4, v[5]), inputs)
+    chunks = values_and_grads(lambda *v: _SelectiveScan.apply(*v[:5], v[5], 4), inputs)
+    for a, c in zip(whole, chunks):
+        assert_close(a, c)
