@@ -98,14 +98,6 @@ def _scan_reverse_(decay: torch.Tensor, inputs: torch.Tensor, end: torch.Tensor 
     return inputs
 
 
-def _time_major(v: torch.Tensor, pad: int) -> torch.Tensor:
-    """(b, T, ...) -> (T + pad, b, ...), contiguous, zeros appended (a padded step has dt = 0: decay 1, no input)."""
-    v = v.transpose(0, 1)
-    if pad:
-        v = torch.cat([v, v.new_zeros(pad, *v.shape[1:])], dim=0)
-    return v.contiguous()
-
-
 def _decay_(out: torch.Tensor, dt: torch.Tensor, A: torch.Tensor) -> torch.Tensor:
     """exp(dt[..., d] A[d, n]) into ``out`` (..., D, N): one step's decays, made where they are used."""
     return torch.mul(dt[..., None], A, out=out).exp_()
@@ -114,10 +106,9 @@ def _decay_(out: torch.Tensor, dt: torch.Tensor, A: torch.Tensor) -> torch.Tenso
 def _step_major(v: torch.Tensor, pad: int, length: int) -> torch.Tensor:
     """(b, T, ...) -> (L, c, b, ...), contiguous: [l, c] is time c * L + l, so one step of every chunk is one
     contiguous slice. Zeros appended (a padded step has dt = 0: decay 1, no input)."""
+    v = _pad_time(v, pad)
     b, t = v.shape[:2]
-    if pad:
-        v = torch.cat([v, v.new_zeros(b, pad, *v.shape[2:])], dim=1)
-    return v.view(b, (t + pad) // length, length, *v.shape[2:]).permute(2, 1, 0, *range(3, v.dim() + 1)).contiguous()
+    return v.view(b, t // length, length, *v.shape[2:]).permute(2, 1, 0, *range(3, v.dim() + 1)).contiguous()
 
 
 def _batch_major(v: torch.Tensor, t: int) -> torch.Tensor:
@@ -247,10 +238,10 @@ def selective_scan(
 
 # Chunks exist to give each of the scan's per-step operations enough work to hide its dispatch and to spread it
 # over the threads; every chunk past the first costs two more passes (its start state's share, forward and
-# backward). Once one step of one sequence batch holds this many state elements, one chunk is faster. Measured
-# (fwd + bwd, d_inner 256, d_state 16, 2 threads; chunk 64 -> one chunk): batch 16 x T 128 95 -> 55 ms, 32 x 128
-# 195 -> 159, 64 x 128 319 -> 269, 32 x 512 842 -> 646; below it, 8 x 1024 (32k elements) 322 -> 448 ms at 4
-# chunks and 6 x 256 50 -> 81 ms in one: there the configured chunks stay.
+# backward). Once one step of the batch holds this many state elements, one chunk is faster. Measured (fwd + bwd,
+# d_inner 256, d_state 16, 2 threads; chunks of 64 -> one chunk): batch 16 x T 128 95 -> 55 ms, 32 x 128
+# 195 -> 159, 64 x 128 319 -> 269, 32 x 512 842 -> 646. Below it longer chunks lose: 6 x 256 50 -> 81 ms in one
+# chunk, 8 x 1024 (32k elements) 322 -> 448 ms in 4; there the configured chunks stay.
 STEP_ELEMENTS = 1 << 16
 
 
