@@ -33,3 +33,17 @@ def test_cli_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None:
                  "--rounds", "1", "--no-memory"]) == 0
     out = capsys.readouterr().out
     assert "speed-up" in out and "crossover" in out and "sliding_window" in out
+
+
+def test_kernels_get_a_row_each_and_lsh_its_own() -> None:
+    rows = run(lengths=(96,), patterns=("sliding_window", "lsh"), window=16, block=16, rounds=1,
+               kernels=("auto", "math"))
+    assert [(r["pattern"], r["kernel"]) for r in rows] == [("sliding_window", "auto"), ("sliding_window", "math"),
+                                                           ("lsh", "auto")]
+    assert all(r["speedup"] > 0 and r["crossover"] for r in rows)
+
+
+def test_flex_is_refused_on_cpu_with_the_allowed_kernels(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--lengths", "64", "--kernels", "auto,flex", "--no-memory"])
+    assert "--kernels: flex not allowed here; allowed: auto, flash_cpu, math" in capsys.readouterr().err

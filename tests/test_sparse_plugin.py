@@ -150,6 +150,7 @@ def test_covering_window_stack_equals_dense_stack() -> None:
     ({"sparse": {"n_hashes": 0}}, "sparse.n_hashes"),
     ({"sparse": {"block_size": -1}}, "sparse.block_size"),
     ({"sparse": {"n_buckets": 5}}, "sparse.n_buckets"),
+    ({"sparse": {"kernel": "triton"}}, "sparse.kernel.*'flex'"),
     ({"mixer": "bigbird", "sparse": {"window": 64, "block_size": 24}}, "sparse.block_size"),
     ({"mixer": "strided", "n_heads": 3, "d_model": 12}, "sparse.factorize"),
     ({"mixer": "lsh", "position": "alibi"}, "position"),

@@ -2,7 +2,7 @@
 LSH): patterns, the blocked sub-quadratic kernel, dense masked references, density and LSH statistics.
 
 One file per pattern family (window, factorized, longformer, bigbird, lsh); ``blocked`` is the shared
-kernel (``blocked_flash`` its CPU fast path through PyTorch's fused attention kernels), ``reference`` the O(t^2) test reference, ``stats`` the metrics' measurements.
+kernel (``blocked_flash`` its CPU fast path through PyTorch's fused attention kernels, ``flex`` the CUDA path through FlexAttention), ``reference`` the O(t^2) test reference, ``stats`` the metrics' measurements.
 """
 from .attention import SparseSelfAttention, make_attention
 from .base import Layout, SparsePattern, full_pairs

@@ -111,7 +111,8 @@ class SparseSelfAttention(SelfAttention):
         parts = zip(q.split(sizes, 1), k.split(sizes, 1), v.split(sizes, 1))
         for (h0, h1, pattern), (qg, kg, vg) in zip(self.groups, parts):
             if t == s:
-                outs.append(block_sparse_attention(qg, kg, vg, pattern, attention_mask, self._slopes(h0, h1)))
+                outs.append(block_sparse_attention(qg, kg, vg, pattern, attention_mask, self._slopes(h0, h1),
+                                                   self.sparse.kernel))
                 pairs += pattern.layout(t, q.device).pairs * (h1 - h0)
             else:  # decoding: the last t of s positions, pattern rows only
                 outs.append(self._rows(qg, kg, vg, pattern, attention_mask, h0, h1, total))

@@ -76,8 +76,12 @@ class SparsePattern:
         """Sorted, unique key positions (< t) covering every allowed key of query block ``block``."""
         raise NotImplementedError
 
-    #: positions that are global: they attend to every key and every query attends to them
-    global_pos: torch.Tensor = torch.empty(0, dtype=torch.long)
+    #: the first n_global positions are global: they attend to every key and every query attends to them
+    n_global: int = 0
+
+    @property
+    def global_pos(self) -> torch.Tensor:
+        return torch.arange(self.n_global)
 
     def lookback(self) -> int | None:
         """The farthest a query looks back (q - k) when that is bounded (a causal window), else None. Decoding
@@ -104,9 +108,8 @@ class SparsePattern:
     # ---- derived ------------------------------------------------------------------------------
     def allowed(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         ok = self.allowed_pattern(q, k) | (q == k)
-        if len(self.global_pos):
-            g = self.global_pos.to(q.device)
-            ok = ok | torch.isin(q, g) | torch.isin(k, g)
+        if self.n_global:  # comparisons, not isin: FlexAttention evaluates this rule under vmap
+            ok = ok | (q < self.n_global) | (k < self.n_global)
         if self.causal:
             ok = ok & (k <= q)
         return ok

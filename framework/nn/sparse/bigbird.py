@@ -43,15 +43,22 @@ class BigBird(SparsePattern):
         if window < 1 or n_global < 0 or n_random < 0:
             raise ValueError(f"need window >= 1, n_global >= 0, n_random >= 0; got {window}, {n_global}, {n_random}")
         self.window, self.max_seq_len = window, max_seq_len
-        self.global_pos = torch.arange(n_global)
+        self.n_global = n_global
         n_blocks = -(-max_seq_len // block_size)
         self.random = random_blocks(n_blocks, n_random, -(-window // block_size), causal, seed)  # (NB, NB)
+        self._random_on: dict[torch.device, torch.Tensor] = {}
 
     def allowed_pattern(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         bs = self.block_size
         last = self.random.shape[0] - 1
         qb, kb = (q // bs).clamp(max=last), (k // bs).clamp(max=last)
-        return window_allowed(q, k, self.window, 1, self.causal) | self.random[qb, kb]
+        return window_allowed(q, k, self.window, 1, self.causal) | self._random_table(q.device)[qb, kb]
+
+    def _random_table(self, device: torch.device) -> torch.Tensor:
+        """The random-block table on the positions' device (GPU decoding and FlexAttention's masks), copied once."""
+        if device not in self._random_on:
+            self._random_on[device] = self.random.to(device)
+        return self._random_on[device]
 
     def candidate_keys(self, block: int, t: int) -> torch.Tensor:
         if t > self.max_seq_len:

@@ -8,8 +8,8 @@ working memory of a chunk (scores, gathered keys/values, their gradients) then s
 so the peak is a small multiple of the inputs, like dense SDPA's, and never O(t * K) at once.
 
 On CPU, ``block_sparse_attention`` hands the same layout to PyTorch's fused flash-attention kernels
-instead (``blocked_flash.py``, ~1.5x faster); this unfused kernel serves other devices and is the
-second implementation the tests hold both to.
+instead (``blocked_flash.py``, ~1.5x faster), on CUDA the pattern to FlexAttention (``flex.py``); this
+unfused kernel serves any device (``kernel="math"``) and is the second implementation the tests hold both to.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from .base import Layout, SparsePattern
 
+SparseKernel = Literal["auto", "flash_cpu", "flex", "math"]
 MIN_CHUNK_ELEMS = 1 << 16  # score entries per chunk (B * H * blocks * BS * K) at the least
 
 
@@ -223,18 +224,22 @@ def block_sparse_attention(
     pattern: SparsePattern,
     key_padding: torch.Tensor | None = None,
     alibi_slopes: torch.Tensor | None = None,
-    kernel: Literal["auto", "flash_cpu", "math"] = "auto",
+    kernel: SparseKernel = "auto",
 ) -> torch.Tensor:
     """Sparse attention of q, k, v (B, H, T, D) under ``pattern``; key_padding (B, T) 1 = token, 0 = pad.
     Returns (B, H, T, D). ``kernel``: "flash_cpu" runs each chunk through PyTorch's fused CPU attention
-    kernels (``blocked_flash.py``), "math" the unfused chunked kernel above (any device); "auto" picks
-    flash_cpu on CPU."""
+    kernels (``blocked_flash.py``), "flex" the pattern through FlexAttention (``flex.py``: CUDA; on CPU
+    inference only), "math" the unfused chunked kernel above (any device); "auto" picks flash_cpu on CPU,
+    flex on CUDA."""
     from .blocked_flash import BlockSparseFlashCPU, flash_cpu_available
+    from .flex import flex_available, flex_sparse_attention
 
     b, h, t, d = q.shape
+    keep = key_padding.bool() if key_padding is not None else None
+    if kernel == "flex" or (kernel == "auto" and flex_available(q)):
+        return flex_sparse_attention(q, k, v, pattern, keep, alibi_slopes)
     layout = pattern.layout(t, q.device)
     scale = 1.0 / math.sqrt(d)
-    keep = key_padding.bool() if key_padding is not None else None
     if kernel == "flash_cpu" or (kernel == "auto" and flash_cpu_available(q)):
         template, interior = layout.shared_mask()
         out = BlockSparseFlashCPU.apply(q, k, v, layout.index, layout.mask, template, interior, keep, alibi_slopes,

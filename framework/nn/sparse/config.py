@@ -8,6 +8,7 @@ from framework.config_schema import check
 
 from .base import SparsePattern
 from .bigbird import BigBird
+from .blocked import SparseKernel
 from .factorized import Fixed, Strided
 from .longformer import Longformer
 from .window import SlidingWindow
@@ -31,6 +32,7 @@ class SparseAttentionConfig:
     n_buckets: int = 16       # lsh: buckets per round (even)
     chunk_size: int = 32      # lsh: chunk length after sorting by bucket
     seed: int = 0             # bigbird random blocks and lsh rotations (layer i uses seed + i)
+    kernel: SparseKernel = "auto"  # static kinds: auto = flash_cpu on CPU, flex (FlexAttention) on CUDA; or math
 
     def __post_init__(self) -> None:
         for name in ("window", "block_size", "dilation", "stride", "n_summary", "n_hashes", "chunk_size"):

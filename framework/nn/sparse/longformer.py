@@ -18,7 +18,7 @@ class Longformer(SparsePattern):
         if window < 1 or dilation < 1 or n_global < 0:
             raise ValueError(f"need window >= 1, dilation >= 1, n_global >= 0; got {window}, {dilation}, {n_global}")
         self.window, self.dilation = window, dilation
-        self.global_pos = torch.arange(n_global)
+        self.n_global = n_global
 
     def allowed_pattern(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         return window_allowed(q, k, self.window, self.dilation, self.causal)  # globals: added by the base

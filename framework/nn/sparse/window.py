@@ -41,7 +41,7 @@ class SlidingWindow(SparsePattern):
         return window_candidates(block, self.block_size, t, self.window, self.dilation, self.causal)
 
     def lookback(self) -> int | None:
-        return (self.window - 1) * self.dilation if self.causal and not len(self.global_pos) else None
+        return (self.window - 1) * self.dilation if self.causal and not self.n_global else None
 
     def regular_offset(self) -> int | None:
         return -(self.window - 1) * self.dilation if self.dilation == 1 else None

@@ -7,7 +7,10 @@ whose sparse presets (longformer, bigbird, sparse_transformer, reformer, ...) ru
 
 Time: every pattern at a length is timed interleaved with the dense baseline (rotating order, medians,
 per-round paired ratios), so load on a shared machine cancels out of the ratio.
-Peak memory: each (pattern, length) runs once in a fresh subprocess; the figure is the rise of the
+``--device cuda`` times on a GPU and ``--kernels auto,flex,math`` compares the sparse kernels there (auto is
+FlexAttention on CUDA; on CPU flex has no backward, so CPU rows use auto = flash_cpu or math); GPU memory is the
+rise of ``torch.cuda.max_memory_allocated`` over one fwd+bwd, in this process.
+Peak memory (CPU): each (pattern, length) runs once in a fresh subprocess; the figure is the rise of the
 process's peak resident set (VmHWM, reset through /proc/self/clear_refs just before the call, since a
 forked child starts with its parent's mark) over its resident set just before the call,
 i.e. everything the call allocated at its high point: activations saved for backward, gradients,
@@ -35,7 +38,8 @@ PATTERNS = ("sliding_window", "longformer", "bigbird", "strided", "fixed", "lsh"
 DEFAULT_LENGTHS = (1024, 4096, 16384, 32768)
 
 
-def _attention_fn(kind: str, t: int, heads: int, head_dim: int, window: int, block: int) -> Callable:
+def _attention_fn(kind: str, t: int, heads: int, head_dim: int, window: int, block: int,
+                  kernel: str = "auto", device: torch.device = torch.device("cpu")) -> Callable:
     """fn(q, k, v) -> out for one kind; shapes (1, H, T, D)."""
     from framework.nn.sparse import SparseAttentionConfig, block_sparse_attention, build_patterns
     from framework.nn.sparse.lsh import lsh_attention, make_rotations
@@ -50,21 +54,21 @@ def _attention_fn(kind: str, t: int, heads: int, head_dim: int, window: int, blo
         return lambda q, k, v: lsh_attention(q, v, rot, cfg.chunk_size, True)[0]
     groups = build_patterns(kind, cfg, 0, heads, True, t)
     for _, _, pattern in groups:
-        pattern.layout(t)  # built once per length, outside the timing (the model caches it too)
+        pattern.layout(t, device)  # built once per length, outside the timing (the model caches it too)
 
     def fn(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         if len(groups) == 1:
-            return block_sparse_attention(q, k, v, groups[0][2])
+            return block_sparse_attention(q, k, v, groups[0][2], kernel=kernel)
         sizes = [h1 - h0 for h0, h1, _ in groups]  # as the model does: one split, not slices
         parts = zip(q.split(sizes, 1), k.split(sizes, 1), v.split(sizes, 1))
-        return torch.cat([block_sparse_attention(*qkv, p) for (_, _, p), qkv in zip(groups, parts)], 1)
+        return torch.cat([block_sparse_attention(*qkv, p, kernel=kernel) for (_, _, p), qkv in zip(groups, parts)], 1)
 
     return fn
 
 
-def _inputs(t: int, heads: int, head_dim: int) -> list[torch.Tensor]:
+def _inputs(t: int, heads: int, head_dim: int, device: torch.device = torch.device("cpu")) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(0)
-    return [torch.randn(1, heads, t, head_dim, generator=g).requires_grad_() for _ in range(3)]
+    return [torch.randn(1, heads, t, head_dim, generator=g).to(device).requires_grad_() for _ in range(3)]
 
 
 def _step(fn: Callable, qkv: list[torch.Tensor]) -> None:
@@ -116,6 +120,18 @@ def _child(kind: str, t: int, heads: int, head_dim: int, window: int, block: int
     print(json.dumps({"peak_bytes": max(_peak_rss_bytes() - before, 0)}))
 
 
+def cuda_peak_memory(fn: Callable, qkv: list[torch.Tensor]) -> int:
+    """Rise of the CUDA allocator's peak over one fwd+bwd (inputs allocated before, excluded)."""
+    device = qkv[0].device
+    _step(fn, qkv)  # compiles (FlexAttention) and warms the allocator outside the figure
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    _step(fn, qkv)
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
 def peak_memory(kind: str, t: int, heads: int, head_dim: int, window: int, block: int) -> int | None:
     cmd = [sys.executable, "-m", "plugins.decoder.bench.sparse", "--child", kind, str(t), str(heads), str(head_dim),
            str(window), str(block), "--threads", str(torch.get_num_threads())]
@@ -135,33 +151,46 @@ def run(
     block: int = 32,
     rounds: int = 2,
     memory: bool = False,
+    device: torch.device = torch.device("cpu"),
+    kernels: tuple[str, ...] = ("auto",),
 ) -> list[dict[str, Any]]:
-    """One row per (length, pattern): median seconds, speed-up vs dense SDPA, memory ratios."""
+    """One row per (length, pattern, kernel): median seconds, speed-up vs dense SDPA, memory ratios."""
     rows: list[dict[str, Any]] = []
-    device = torch.device("cpu")
+    cases = [(kind, kernel) for kind in patterns for kernel in (("auto",) if kind == "lsh" else kernels)]
     for t in lengths:
-        qkv = _inputs(t, heads, head_dim)
-        fns = {kind: _attention_fn(kind, t, heads, head_dim, window, block) for kind in ("dense", *patterns)}
+        qkv = _inputs(t, heads, head_dim, device)
+        fns = {"dense": _attention_fn("dense", t, heads, head_dim, window, block, device=device)}
+        fns.update({f"{kind}/{kernel}": _attention_fn(kind, t, heads, head_dim, window, block, kernel, device)
+                    for kind, kernel in cases})
         n_rounds = rounds if t <= 4096 else max(1, rounds - 1)
         timings = time_interleaved({k: (lambda f=f: _step(f, qkv)) for k, f in fns.items()}, device, n_rounds)
-        dense_mem = peak_memory("dense", t, heads, head_dim, window, block) if memory else None
+
+        def mem_of(name: str, kind: str) -> int | None:
+            if not memory:
+                return None
+            if device.type == "cuda":
+                return cuda_peak_memory(fns[name], qkv)
+            return peak_memory(kind, t, heads, head_dim, window, block)
+
+        dense_mem = mem_of("dense", "dense")
         score_matrix = heads * t * t * 4  # one fp32 (1, H, T, T) score matrix
-        for kind in patterns:
-            mem = peak_memory(kind, t, heads, head_dim, window, block) if memory else None
+        for kind, kernel in cases:
+            name = f"{kind}/{kernel}"
+            mem = mem_of(name, kind)
             rows.append({
-                "t": t, "pattern": kind,
-                "dense_s": timings["dense"].median, "sparse_s": timings[kind].median,
-                "speedup": paired_ratio(timings["dense"], timings[kind]),
+                "t": t, "pattern": kind, "kernel": kernel,
+                "dense_s": timings["dense"].median, "sparse_s": timings[name].median,
+                "speedup": paired_ratio(timings["dense"], timings[name]),
                 "mem_mb": None if mem is None else mem / 2**20,
                 "dense_mem_mb": None if dense_mem is None else dense_mem / 2**20,
                 "mem_vs_sdpa": None if (mem is None or not dense_mem) else mem / dense_mem,
                 "below_scores": None if not mem else score_matrix / mem,
             })
-    for kind in patterns:
-        cross = crossover_length([(r["t"], r["speedup"]) for r in rows if r["pattern"] == kind])
-        for r in rows:
-            if r["pattern"] == kind:
-                r["crossover"] = cross
+    for case in cases:
+        mine = [r for r in rows if (r["pattern"], r["kernel"]) == case]
+        cross = crossover_length([(r["t"], r["speedup"]) for r in mine])
+        for r in mine:
+            r["crossover"] = cross
     return rows
 
 
@@ -175,6 +204,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--block", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per variant (one fewer above 4k)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--kernels", default="auto", help="comma-separated sparse kernels: auto, flash_cpu, flex, math")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-case peak-memory subprocesses")
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -184,16 +215,24 @@ def main(argv: list[str]) -> int:
         kind, *nums = args.child
         _child(kind, *map(int, nums))
         return 0
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device here")
+    kernels = tuple(args.kernels.split(","))
+    bad = [k for k in kernels if k not in ("auto", "flash_cpu", "flex", "math")]
+    if bad or (device.type == "cpu" and "flex" in kernels):
+        parser.error(f"--kernels: {', '.join(bad) or 'flex'} not allowed here; allowed: auto, flash_cpu, math"
+                     + (", flex" if device.type == "cuda" else " (flex trains on CUDA only)"))
     # 32k only when a dense score-free run of it fits comfortably: skip it on small-memory machines.
-    lengths = tuple(t for t in args.lengths if t < 32768 or _fits(t, args.heads))
+    lengths = tuple(t for t in args.lengths if t < 32768 or device.type == "cuda" or _fits(t, args.heads))
     print(f"# archlab bench sparse: causal attention fwd+bwd, B=1 H={args.heads} D={args.head_dim} fp32, "
-          f"window {args.window}, block {args.block}, {describe_device(torch.device('cpu'))}")
+          f"window {args.window}, block {args.block}, {describe_device(device)}")
     print("# speed-up = dense SDPA time / pattern time (median of per-round paired ratios); memory = peak RSS rise "
           "of one fwd+bwd in a fresh subprocess; x_below_scores = one fp32 (H, T, T) score matrix / pattern peak")
     rows = run(lengths, tuple(args.patterns), args.heads, args.head_dim, args.window, args.block, args.rounds,
-               memory=not args.no_memory)
+               memory=not args.no_memory, device=device, kernels=kernels)
     print(format_table(rows, [
-        Column("t", "T"), Column("pattern", "pattern", align="<"),
+        Column("t", "T"), Column("pattern", "pattern", align="<"), Column("kernel", "kernel", align="<"),
         Column("dense_s", "sdpa s", "{:.3f}"), Column("sparse_s", "sparse s", "{:.3f}"),
         Column("speedup", "speed-up", "{:.2f}x"),
         Column("dense_mem_mb", "sdpa MB", "{:.0f}"), Column("mem_mb", "sparse MB", "{:.0f}"),
