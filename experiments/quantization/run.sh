@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The quantization study: train, quantize with every method, QAT, then one table (experiments/quantization/README.md).
-#   bash experiments/quantization/run.sh [gpt|llama|all]     (inside the venv: `source .venv/bin/activate`)
+#   bash experiments/quantization/run.sh [gpt|llama|plugins|all]     (inside the venv: `source .venv/bin/activate`)
+#   plugins: one preset of every plugin family (MoE, DeepSeek, Mamba, LSTM, BERT, T5, Transformer, RNN seq2seq),
+#   500 steps each at its tiny default size, then every post-training method (STEPS=N to change the steps)
 set -euo pipefail
 OUT=${OUT:-outputs/quantization}
 which=${1:-all}
@@ -24,5 +26,22 @@ if [[ $which == llama || $which == all ]]; then  # llama at d_model 512 (4 layer
   archlab train "${L[@]}" hydra.run.dir=$OUT/llama512 overwrite=true
   ptq llama512
   archlab train "${L[@]}" hydra.run.dir=$OUT/llama512_qat overwrite=true quantization=qat_int4_weight_only
+fi
+if [[ $which == plugins || $which == all ]]; then
+  STEPS=${STEPS:-500}
+  presets=(  # run name | overrides (text data unless the model needs pairs)
+    "moe|model=moe"  "deepseek|model=deepseek"  "mamba|model=mamba"  "lstm|model=lstm"  "bert|model=bert"
+    "t5|model=t5 data=shakespeare data.vocab_size=320"
+    "transformer|model=transformer data=seq2seq data.task=reverse"
+    "rnn_seq2seq|model=rnn_seq2seq data=seq2seq data.task=reverse"
+  )
+  for entry in "${presets[@]}"; do
+    name=${entry%%|*}
+    read -ra args <<< "${entry#*|}"
+    archlab train "${args[@]}" trainer.max_steps=$STEPS trainer.val_check_interval=$STEPS logger=csv \
+      hydra.run.dir=$OUT/plugins/$name overwrite=true
+    (OUT=$OUT/plugins ptq $name)
+  done
+  python experiments/quantization/table.py $OUT/plugins
 fi
 python experiments/quantization/table.py $OUT

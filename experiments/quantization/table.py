@@ -19,26 +19,33 @@ from framework.evaluate import evaluate
 from framework.quantization.apply import linear_bytes, model_bytes
 from framework.quantization.plan import plan
 from framework.quantization import QuantizationConfig
+from framework.registry import get_plugin
 
 
-def decode_tps(model: torch.nn.Module, vocab: int, new: int = 64) -> float:
+def decode_tps(model: torch.nn.Module, vocab: int, causal: bool, new: int = 64) -> float | None:
+    """Greedy tokens/s of a causal LM (after a 32-token prompt) or a seq2seq model (from a 32-token source; the
+    tokens it produced, which may stop at EOS); None for a model that does not generate (an encoder)."""
+    if not hasattr(model, "generate"):
+        return None
     ids = torch.randint(0, vocab, (1, 32), generator=torch.Generator().manual_seed(0))
     model.generate(ids, 4, temperature=0)
-    times = []
+    times, made = [], 0
     for _ in range(3):
         start = time.perf_counter()
-        model.generate(ids, new, temperature=0)
+        out = model.generate(ids, new, temperature=0)
         times.append(time.perf_counter() - start)
-    return new / statistics.median(times)
+        made = out.shape[-1] - (ids.shape[-1] if causal else 0)  # a causal LM's output starts with its prompt
+    return made / statistics.median(times)
 
 
 def row(run: str, ckpt: Path, method: str, fp32_loss: float | None) -> dict:
     model, hparams = load_checkpoint(ckpt)
+    causal = get_plugin(hparams["plugin_name"]).objective == "causal_lm"
     metrics = evaluate(model, hparams, hparams["data_config"])
     decisions = plan(model, QuantizationConfig(method="int8_weight_only"))  # which modules are linear layers
     out = {"run": run, "method": method, "val_loss": metrics["val_loss"], "bits_per_byte": metrics.get("bits_per_byte"),
            "linear_MB": linear_bytes(model, decisions) / 2**20, "model_MB": model_bytes(model) / 2**20,
-           "decode_tok_s": decode_tps(model, model.config.vocab_size)}
+           "decode_tok_s": decode_tps(model, model.config.vocab_size, causal)}
     if fp32_loss:
         out["loss_vs_fp32_pct"] = 100 * (metrics["val_loss"] / fp32_loss - 1)
     return out
@@ -57,12 +64,16 @@ def main(folder: str) -> None:
     fp32 = {r["run"]: r for r in rows if r["method"] == "fp32"}
     print("| run | method | val loss | vs fp32 | bits/byte | linear weights MB | x fp32 | model MB | decode tok/s | x fp32 |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    def num(value: float | None, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
     for r in rows:
         base = fp32[r["run"]]
         vs = f"{r['loss_vs_fp32_pct']:+.2f}%" if "loss_vs_fp32_pct" in r else "-"
-        print(f"| {r['run']} | {r['method']} | {r['val_loss']:.4f} | {vs} | {r['bits_per_byte']:.3f} | "
+        speed = None if r["decode_tok_s"] is None else r["decode_tok_s"] / base["decode_tok_s"]
+        print(f"| {r['run']} | {r['method']} | {r['val_loss']:.4f} | {vs} | {num(r['bits_per_byte'], '.3f')} | "
               f"{r['linear_MB']:.2f} | {r['linear_MB'] / base['linear_MB']:.3f} | {r['model_MB']:.2f} | "
-              f"{r['decode_tok_s']:.0f} | {r['decode_tok_s'] / base['decode_tok_s']:.2f} |")
+              f"{num(r['decode_tok_s'], '.0f')} | {num(speed, '.2f')} |")
     by = {(r["run"], r["method"]): r["val_loss"] for r in rows}
     for run, base in fp32.items():
         qat = by.get((f"{run}_qat", "qat_int4_weight_only"))
