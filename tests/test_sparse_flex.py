@@ -50,6 +50,15 @@ def test_a_window_block_mask_skips_the_tiles_outside_its_reach() -> None:
         assert int(tiles.max()) == most and int(tiles.min()) >= 1
 
 
+def test_the_compiled_block_mask_equals_the_eager_one() -> None:
+    """What CUDA builds (compiled, no (t, t) tensor) is the mask the CPU tests check (eager)."""
+    pattern = make("longformer_dilated", True, 8, t_max=300)
+    compiled = pattern_block_mask(pattern, 300, torch.device("cpu"), compile_mask=True)
+    eager = pattern_block_mask(make("longformer_dilated", True, 8, t_max=300), 300, torch.device("cpu"))
+    assert torch.equal(compiled.to_dense(), eager.to_dense())
+    assert torch.equal(compiled.mask_mod(0, 0, torch.tensor(7), torch.tensor(3)), pattern.allowed(torch.tensor(7), torch.tensor(3)))
+
+
 def test_the_block_mask_is_built_once_per_length_and_device() -> None:
     pattern = make("longformer", True, 8)
     first = pattern_block_mask(pattern, 200, torch.device("cpu"))

@@ -33,8 +33,11 @@ def flex_available(q: torch.Tensor) -> bool:
     return True
 
 
-def pattern_block_mask(pattern: SparsePattern, t: int, device: torch.device):  # noqa: ANN201 (BlockMask)
-    """The pattern's (1, 1, t, t) ``BlockMask``, built once per length and device and kept on the pattern."""
+def pattern_block_mask(pattern: SparsePattern, t: int, device: torch.device,
+                       compile_mask: bool | None = None):  # noqa: ANN201 (BlockMask)
+    """The pattern's (1, 1, t, t) ``BlockMask``, built once per length and device and kept on the pattern.
+    ``compile_mask`` (default: on CUDA) builds it through a compiled kernel, which never holds the (t, t) mask (nor
+    the int64 position differences the rule computes: 8 GB at 32k tokens) that the eager construction makes."""
     from torch.nn.attention.flex_attention import create_block_mask
 
     cache = pattern.__dict__.setdefault("_flex_masks", {})
@@ -43,7 +46,9 @@ def pattern_block_mask(pattern: SparsePattern, t: int, device: torch.device):  #
         def mask_mod(b, h, q_idx, kv_idx):  # noqa: ANN001, ANN202 (FlexAttention's signature)
             return pattern.allowed(q_idx, kv_idx)
 
-        cache[key] = create_block_mask(mask_mod, None, None, t, t, device=device, BLOCK_SIZE=FLEX_BLOCK)
+        compiled = torch.device(device).type == "cuda" if compile_mask is None else compile_mask
+        cache[key] = create_block_mask(mask_mod, None, None, t, t, device=device, BLOCK_SIZE=FLEX_BLOCK,
+                                       _compile=compiled)
     return cache[key]
 
 
@@ -77,6 +82,6 @@ def flex_sparse_attention(
     slopes = None if alibi_slopes is None else alibi_slopes.to(torch.promote_types(q.dtype, torch.float32))
     block_mask = pattern_block_mask(pattern, q.shape[-2], q.device)
     if compiled and _compiled is None:
-        _compiled = torch.compile(flex_attention, dynamic=False)
+        _compiled = torch.compile(flex_attention)  # a new length recompiles once, then shapes turn dynamic
     attend = _compiled if compiled else flex_attention
     return attend(q, k, v, score_mod=_score_mod(keep, slopes), block_mask=block_mask)
