@@ -101,7 +101,7 @@ def _peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def _child(kind: str, t: int, heads: int, head_dim: int, window: int, block: int) -> None:
+def _child(kind: str, t: int, heads: int, head_dim: int, window: int, block: int, kernel: str = "auto") -> None:
     """Run one fwd+bwd in this (fresh) process and print the peak-RSS rise in bytes.
 
     Runs with glibc's default malloc thresholds (no ``framework.cpu_memory.retain_freed_memory``, which
@@ -109,8 +109,8 @@ def _child(kind: str, t: int, heads: int, head_dim: int, window: int, block: int
     raising the peak, and the figure would read low."""
     # Warm up at a short length first: thread pools, kernels and autograd allocate once on first use.
     short = min(t, 4 * max(block, 64))
-    _step(_attention_fn(kind, short, heads, head_dim, window, block), _inputs(short, heads, head_dim))
-    fn = _attention_fn(kind, t, heads, head_dim, window, block)
+    _step(_attention_fn(kind, short, heads, head_dim, window, block, kernel), _inputs(short, heads, head_dim))
+    fn = _attention_fn(kind, t, heads, head_dim, window, block, kernel)
     qkv = _inputs(t, heads, head_dim)
     if not _reset_peak():
         print(json.dumps({"peak_bytes": None}))
@@ -132,9 +132,10 @@ def cuda_peak_memory(fn: Callable, qkv: list[torch.Tensor]) -> int:
     return torch.cuda.max_memory_allocated(device) - before
 
 
-def peak_memory(kind: str, t: int, heads: int, head_dim: int, window: int, block: int) -> int | None:
+def peak_memory(kind: str, t: int, heads: int, head_dim: int, window: int, block: int,
+                kernel: str = "auto") -> int | None:
     cmd = [sys.executable, "-m", "plugins.decoder.bench.sparse", "--child", kind, str(t), str(heads), str(head_dim),
-           str(window), str(block), "--threads", str(torch.get_num_threads())]
+           str(window), str(block), kernel, "--threads", str(torch.get_num_threads())]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if done.returncode != 0:
         return None
@@ -165,18 +166,18 @@ def run(
         n_rounds = rounds if t <= 4096 else max(1, rounds - 1)
         timings = time_interleaved({k: (lambda f=f: _step(f, qkv)) for k, f in fns.items()}, device, n_rounds)
 
-        def mem_of(name: str, kind: str) -> int | None:
+        def mem_of(name: str, kind: str, kernel: str = "auto") -> int | None:
             if not memory:
                 return None
             if device.type == "cuda":
                 return cuda_peak_memory(fns[name], qkv)
-            return peak_memory(kind, t, heads, head_dim, window, block)
+            return peak_memory(kind, t, heads, head_dim, window, block, kernel)
 
         dense_mem = mem_of("dense", "dense")
         score_matrix = heads * t * t * 4  # one fp32 (1, H, T, T) score matrix
         for kind, kernel in cases:
             name = f"{kind}/{kernel}"
-            mem = mem_of(name, kind)
+            mem = mem_of(name, kind, kernel)
             rows.append({
                 "t": t, "pattern": kind, "kernel": kernel,
                 "dense_s": timings["dense"].median, "sparse_s": timings[name].median,
@@ -207,13 +208,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--kernels", default="auto", help="comma-separated sparse kernels: auto, flash_cpu, flex, math")
     parser.add_argument("--no-memory", action="store_true", help="skip the per-case peak-memory subprocesses")
-    parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.child:
-        kind, *nums = args.child
-        _child(kind, *map(int, nums))
+        kind, *nums, kernel = args.child
+        _child(kind, *map(int, nums), kernel)
         return 0
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
