@@ -34,10 +34,12 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--position", default=None, help="rope, learned, none (default: rope for attention kinds)")
+    p.add_argument("--d-state", type=int, default=None, help="the SSM state per channel (mamba) or head (mamba2)")
     a = p.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
-    extra = {"ssm": {"head_dim": 16}} if a.mixer == "mamba2" else {}
+    ssm = ({"head_dim": 16} if a.mixer == "mamba2" else {}) | ({"d_state": a.d_state} if a.d_state else {})
+    extra = {"ssm": ssm} if ssm else {}
     position = a.position or ("rope" if a.mixer in ("attention", "sliding_window", "mla") else "none")
     model = framework.build_model("decoder", mixer=a.mixer, ffn="none", norm="rmsnorm", bias=False,
                                   vocab_size=a.vocab, d_model=a.width, n_layers=a.layers, n_heads=a.heads,
