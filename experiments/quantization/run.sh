@@ -2,18 +2,24 @@
 # The quantization study: train, quantize with every method, QAT, then one table (experiments/quantization/README.md).
 #   bash experiments/quantization/run.sh [gpt|llama|plugins|all]     (inside the venv: `source .venv/bin/activate`)
 #   plugins: one preset of every plugin family (MoE, DeepSeek, Mamba, LSTM, BERT, T5, Transformer, RNN seq2seq),
-#   500 steps each at its tiny default size, then every post-training method (STEPS=N to change the steps)
+#   500 steps each at its tiny default size, then every post-training method (STEPS=N to change the steps;
+#   PRESETS="moe lstm" runs only those, e.g. to split the run over two one-thread jobs; TABLE=0 skips the table)
 set -euo pipefail
 OUT=${OUT:-outputs/quantization}
 which=${1:-all}
 ptq() {  # quantize run $1's last.ckpt with every post-training method
-  local dir=$OUT/$1/checkpoints
-  for m in int8_weight_only int8_dynamic int4_weight_only int8_dynamic_int4_weight; do
+  # skip_indivisible: a layer the int4 group does not divide (mamba's dt_proj with 8 inputs, MLA's kv_b_proj at
+  # group 64, an attention scorer with one output) stays fp32; the report row lists each such layer
+  local dir=$OUT/$1/checkpoints int4=(quantization.skip_indivisible=true)
+  for m in int8_weight_only int8_dynamic; do
     archlab quantize ckpt=$dir/last.ckpt quantization=$m overwrite=true | tail -3
   done
-  archlab quantize ckpt=$dir/last.ckpt quantization=int4_weight_only quantization.int4_format=packed \
+  for m in int4_weight_only int8_dynamic_int4_weight; do
+    archlab quantize ckpt=$dir/last.ckpt quantization=$m "${int4[@]}" overwrite=true | tail -3
+  done
+  archlab quantize ckpt=$dir/last.ckpt quantization=int4_weight_only quantization.int4_format=packed "${int4[@]}" \
     out=$dir/last.int4_packed.ckpt overwrite=true | tail -3
-  archlab quantize ckpt=$dir/last.ckpt quantization=int4_weight_only quantization.int4_format=packed \
+  archlab quantize ckpt=$dir/last.ckpt quantization=int4_weight_only quantization.int4_format=packed "${int4[@]}" \
     quantization.group_size=64 out=$dir/last.int4_packed_g64.ckpt overwrite=true | tail -3
 }
 if [[ $which == gpt || $which == all ]]; then  # the main job (2000 steps), and the same with int4 QAT
@@ -37,11 +43,12 @@ if [[ $which == plugins || $which == all ]]; then
   )
   for entry in "${presets[@]}"; do
     name=${entry%%|*}
+    [[ -n ${PRESETS:-} && " $PRESETS " != *" $name "* ]] && continue
     read -ra args <<< "${entry#*|}"
     archlab train "${args[@]}" trainer.max_steps=$STEPS trainer.val_check_interval=$STEPS logger=csv \
       hydra.run.dir=$OUT/plugins/$name overwrite=true
     (OUT=$OUT/plugins ptq $name)
   done
-  python experiments/quantization/table.py $OUT/plugins
+  if [[ ${TABLE:-1} == 1 ]]; then python experiments/quantization/table.py $OUT/plugins; fi
 fi
-python experiments/quantization/table.py $OUT
+if [[ ${TABLE:-1} == 1 ]]; then python experiments/quantization/table.py $OUT; fi

@@ -291,38 +291,44 @@ def ssd_scan(
 
     x: (b, T, H, P); dt: (b, T, H) (> 0); A: (H,), negative; B, C: (b, T, G, N) with G dividing H;
     h0: (b, H, P, N) or None (zeros). Returns y (b, T, H, P) (no D skip) and the final state (b, H, P, N).
+
+    Worked head-major, (b, G, H/G, chunk, L, .), so every product below is a plain batched matmul over
+    contiguous batch dimensions, and C . B is formed once per group of heads that share them, not once per head
+    (with one group it was the largest matmul of the layer: N > P in the usual shapes).
     """
     b, t, n_heads, p = x.shape
+    groups, n = B.shape[-2], B.shape[-1]
+    per_group = n_heads // groups
     length, n_chunks, pad = _chunking(t, chunk_size)
-    B, C = _heads(B, n_heads), _heads(C, n_heads)
     x, dt, B, C = (_pad_time(v, pad) for v in (x, dt, B, C))
-    n = B.shape[-1]
-    x = (x * dt[..., None]).view(b, n_chunks, length, n_heads, p)  # dt_s x_s
-    B = B.view(b, n_chunks, length, n_heads, n)
-    C = C.view(b, n_chunks, length, n_heads, n)
-    log_decay = (dt * A).view(b, n_chunks, length, n_heads).permute(0, 3, 1, 2)  # (b, H, c, L), <= 0
+    heads = (b, n_chunks, length, groups, per_group)
+    xd = (x * dt[..., None]).view(*heads, p).permute(0, 3, 4, 1, 2, 5)  # dt_s x_s: (b, G, H/G, c, L, P)
+    B = B.view(b, n_chunks, length, groups, n).permute(0, 3, 1, 2, 4)  # (b, G, c, L, N)
+    C = C.view(b, n_chunks, length, groups, n).permute(0, 3, 1, 2, 4)
+    log_decay = (dt * A).view(heads).permute(0, 3, 4, 1, 2)  # (b, G, H/G, c, L), <= 0
     cum = torch.cumsum(log_decay, dim=-1)
     # 1. Within each chunk: y_l = sum_{s <= l} (C_l . B_s) exp(sum_{s<k<=l} log_decay_k) dt_s x_s.
-    scores = torch.einsum("bclhn,bcshn->bhcls", C, B) * torch.exp(segsum(log_decay))
-    y = torch.einsum("bhcls,bcshp->bclhp", scores, x)
-    # 2. Each chunk's own end state (from zero): sum_s exp(cum_L - cum_s) B_s dt_s x_s.
-    to_end = torch.exp(cum[..., -1:] - cum)  # (b, H, c, L), <= 1
-    chunk_states = torch.einsum("bclhn,bhcl,bclhp->bchpn", B, to_end, x)
+    scores = torch.matmul(C, B.transpose(-1, -2))[:, :, None] * torch.exp(segsum(log_decay))
+    y = torch.matmul(scores, xd)
+    # 2. Each chunk's own end state (from zero): sum_s exp(cum_L - cum_s) dt_s x_s B_s^T, (P, N) per head.
+    to_end = torch.exp(cum[..., -1:] - cum)  # <= 1
+    chunk_states = torch.matmul((xd * to_end[..., None]).transpose(-1, -2), B[:, :, None])
     # 3. Across chunks: pass the state along with each chunk's total decay.
-    chunk_decay = torch.exp(cum[..., -1])  # (b, H, c)
-    start = h0.to(x.dtype) if h0 is not None else None
+    chunk_decay = torch.exp(cum[..., -1])  # (b, G, H/G, c)
+    start = h0.to(x.dtype).view(b, groups, per_group, p, n) if h0 is not None else None
     starts = []
     for c in range(n_chunks):
         starts.append(start)
-        own = chunk_states[:, c]
-        start = own if start is None else own + chunk_decay[:, :, c, None, None] * start
-    final = start
-    # 4. Each chunk-start state's contribution: C_l . (exp(cum_l) h_start).
+        own = chunk_states[:, :, :, c]
+        start = own if start is None else own + chunk_decay[..., c, None, None] * start
+    final = start.reshape(b, n_heads, p, n)
+    # 4. Each chunk-start state's contribution: exp(cum_l) C_l . h_start.
     if any(s is not None for s in starts):
-        zeros = x.new_zeros(b, n_heads, p, n)
-        carried = torch.stack([s if s is not None else zeros for s in starts], 1)  # (b, c, H, P, N)
-        y = y + torch.einsum("bclhn,bchpn,bhcl->bclhp", C, carried, torch.exp(cum))
-    return y.reshape(b, n_chunks * length, n_heads, p)[:, :t], final
+        zeros = x.new_zeros(b, groups, per_group, p, n)
+        carried = torch.stack([s if s is not None else zeros for s in starts], 3)  # (b, G, H/G, c, P, N)
+        y = y + torch.matmul(C[:, :, None], carried.transpose(-1, -2)) * torch.exp(cum)[..., None]
+    y = y.permute(0, 3, 4, 1, 2, 5).reshape(b, n_chunks * length, n_heads, p)
+    return y[:, :t], final
 
 
 def ssd_step(
