@@ -24,10 +24,15 @@ from framework.registry import get_plugin
 
 def decode_tps(model: torch.nn.Module, vocab: int, causal: bool, new: int = 64) -> float | None:
     """Greedy tokens/s of a causal LM (after a 32-token prompt) or a seq2seq model (from a 32-token source; the
-    tokens it produced, which may stop at EOS); None for a model that does not generate (an encoder)."""
+    tokens it produced, which may stop at EOS); None for a model that does not generate (an encoder). A model
+    with a shorter max_seq_len (the reverse task's transformer: 16) gets half of it as the prompt or source."""
     if not hasattr(model, "generate"):
         return None
-    ids = torch.randint(0, vocab, (1, 32), generator=torch.Generator().manual_seed(0))
+    limit = getattr(model.config, "max_seq_len", None) or 10**9
+    prompt = min(32, limit // 2)
+    if causal:
+        new = min(new, limit - prompt)
+    ids = torch.randint(0, vocab, (1, prompt), generator=torch.Generator().manual_seed(0))
     model.generate(ids, 4, temperature=0)
     times, made = [], 0
     for _ in range(3):
@@ -67,12 +72,15 @@ def main(folder: str) -> None:
     def num(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
+    def ratio(value: float | None, base: float | None) -> float | None:  # an LSTM LM has no linear layers: "-"
+        return None if value is None or not base else value / base
+
     for r in rows:
         base = fp32[r["run"]]
         vs = f"{r['loss_vs_fp32_pct']:+.2f}%" if "loss_vs_fp32_pct" in r else "-"
-        speed = None if r["decode_tok_s"] is None else r["decode_tok_s"] / base["decode_tok_s"]
+        speed = ratio(r["decode_tok_s"], base["decode_tok_s"])
         print(f"| {r['run']} | {r['method']} | {r['val_loss']:.4f} | {vs} | {num(r['bits_per_byte'], '.3f')} | "
-              f"{r['linear_MB']:.2f} | {r['linear_MB'] / base['linear_MB']:.3f} | {r['model_MB']:.2f} | "
+              f"{r['linear_MB']:.2f} | {num(ratio(r['linear_MB'], base['linear_MB']), '.3f')} | {r['model_MB']:.2f} | "
               f"{num(r['decode_tok_s'], '.0f')} | {num(speed, '.2f')} |")
     by = {(r["run"], r["method"]): r["val_loss"] for r in rows}
     for run, base in fp32.items():
