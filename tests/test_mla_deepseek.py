@@ -51,6 +51,28 @@ def test_absorbed_decode_equals_naive_decode_equals_recomputation(q_lora_rank: i
     assert_close(outs[False], full, rtol=0, atol=1e-12)
 
 
+def test_absorbed_decode_reads_the_up_projection_once_per_generation(monkeypatch) -> None:
+    """A quantized kv_b_proj is dequantized (``dense``) once per layer and decode state, not once per token (it
+    was every token: quantized MLA decode paid a dequantization per step); a weight replaced mid-generation
+    (re-quantized, reloaded) is read again, so the cached copy never goes stale."""
+    import framework.mixers.mla as mla_module
+
+    calls = []
+    monkeypatch.setattr(mla_module, "dense", lambda w: calls.append(w) or w)
+    model, x = mla_lm(), tokens(1, 13)
+    state = model.new_state()
+    model(x[:, :5], state=state)  # the prefill runs the expanded form: no dense weight
+    for i in range(5, 11):
+        model(x[:, i : i + 1], state=state)
+    assert len(calls) == len(model.blocks) == 2
+    layer = model.blocks[-1].mixer  # the last: earlier layers' outputs, and so its cached latents, stay as they were
+    layer.kv_b_proj.weight = torch.nn.Parameter(layer.kv_b_proj.weight.detach() * 2)
+    step = model(x[:, 11:12], state=state).logits[:, -1]
+    assert len(calls) == 3 and calls[-1] is layer.kv_b_proj.weight
+    # its cache holds latents, which kv_b_proj does not touch: decoding on equals recomputing with the new weight
+    assert_close(step, model(x[:, :12]).logits[:, -1], rtol=0, atol=1e-12)
+
+
 def test_the_cache_holds_the_latent_and_one_rope_key_only() -> None:
     """(kv_lora_rank + qk_rope_head_dim) numbers per position and layer, whatever the heads: 16 here against
     MHA's 2 * 4 heads * 8 = 64; and the formula the benchmark prints."""

@@ -34,6 +34,7 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--position", default=None, help="rope, learned, none (default: rope for attention kinds)")
+    p.add_argument("--untied", action="store_true", help="an output head of its own (the MQAR study's; Zoology ties)")
     p.add_argument("--d-state", type=int, default=None, help="the SSM state per channel (mamba) or head (mamba2)")
     a = p.parse_args()
     torch.set_num_threads(1)
@@ -43,7 +44,8 @@ def main() -> None:
     position = a.position or ("rope" if a.mixer in ("attention", "sliding_window", "mla") else "none")
     model = framework.build_model("decoder", mixer=a.mixer, ffn="none", norm="rmsnorm", bias=False,
                                   vocab_size=a.vocab, d_model=a.width, n_layers=a.layers, n_heads=a.heads,
-                                  max_seq_len=a.seq_len, position=position, **extra)
+                                  max_seq_len=a.seq_len, position=position, tie_weights=not a.untied,
+                                  **extra)
     x_train, y_train = mqar(a.steps * a.batch, a.seq_len, a.vocab, a.kv, torch.Generator().manual_seed(a.seed))
     x_val, y_val = mqar(256, a.seq_len, a.vocab, a.kv, torch.Generator().manual_seed(a.seed + 1))
     opt = torch.optim.AdamW(param_groups(model, 0.1), lr=a.lr)
@@ -64,7 +66,8 @@ def main() -> None:
                 model.train()
             scored = y_val != -100
             history.append(round(float(((pred == y_val) & scored).sum() / scored.sum()), 3))
-    print(f"{a.mixer} T={a.seq_len} kv={a.kv} width={a.width} heads={a.heads} steps={a.steps} lr={a.lr}: "
+    print(f"{a.mixer} T={a.seq_len} kv={a.kv} width={a.width} heads={a.heads} steps={a.steps} lr={a.lr}"
+          f"{' untied' if a.untied else ''}: "
           f"accuracy every 250 steps {history} ({time.time() - start:.0f} s)")
 
 

@@ -80,6 +80,14 @@ class MLACache:
     def __init__(self, rank: int) -> None:
         self.rank = rank
         self.kv: torch.Tensor | None = None
+        self._dense_kv_b: tuple[torch.Tensor, torch.Tensor] | None = None  # (weight as given, its dense form)
+
+    def dense_kv_b(self, weight: torch.Tensor) -> torch.Tensor:
+        """``dense(weight)``, computed once per decode state: a quantized kv_b_proj is dequantized for the first
+        token, not for every one; the dense copy lives as long as this generation, the stored weight stays packed."""
+        if self._dense_kv_b is None or self._dense_kv_b[0] is not weight:
+            self._dense_kv_b = (weight, dense(weight))
+        return self._dense_kv_b[1]
 
     @property
     def length(self) -> int:
@@ -157,7 +165,7 @@ class MultiHeadLatentAttention(nn.Module):
         causal = mask is None and t > 1
         drop = self.dropout if self.training else 0.0
         if state is not None and offset > 0 and self.opts.absorb:
-            y = self._absorbed(q_nope, q_rope, kv, mask)
+            y = self._absorbed(q_nope, q_rope, kv, mask, state.dense_kv_b(self.kv_b_proj.weight))
         else:
             k_nope, v = self._expand(latent)
             k = torch.cat([k_nope, k_rope[:, None].expand(-1, h, -1, -1)], dim=-1)  # (B, H, S, qk)
@@ -175,13 +183,13 @@ class MultiHeadLatentAttention(nn.Module):
         return kv.split([self.nope, self.v_dim], dim=-1)
 
     def _absorbed(self, q_nope: torch.Tensor, q_rope: torch.Tensor, kv: torch.Tensor,
-                  mask: torch.Tensor | None) -> torch.Tensor:
+                  mask: torch.Tensor | None, kv_b_weight: torch.Tensor) -> torch.Tensor:
         """softmax(q_nope W_uk c^T + q_rope k_rope^T) c W_uv^T: attention against the cached latent itself. The key
         is one head shared by all query heads, so the heads fold into the query rows: one (H T x S) score matrix per
         sequence, with the cache read once (not once per head, as a GQA kernel expanding its key head would)."""
         b, h, t, _ = q_nope.shape
         r = self.opts.kv_lora_rank
-        w = dense(self.kv_b_proj.weight).view(h, self.nope + self.v_dim, r)  # (H, nope + dv, r)
+        w = kv_b_weight.view(h, self.nope + self.v_dim, r)  # (H, nope + dv, r)
         w_uk, w_uv = w.split([self.nope, self.v_dim], dim=1)
         q_lat = torch.matmul(q_nope, w_uk.to(q_nope.dtype))  # (B, H, T, r)
         q_all = torch.cat([q_lat, q_rope], dim=-1).reshape(b, h * t, -1)  # (B, H T, r + dr)
