@@ -84,7 +84,10 @@ class MLACache:
 
     def dense_kv_b(self, weight: torch.Tensor) -> torch.Tensor:
         """``dense(weight)``, computed once per decode state: a quantized kv_b_proj is dequantized for the first
-        token, not for every one; the dense copy lives as long as this generation, the stored weight stays packed."""
+        token, not for every one; the dense copy lives as long as this generation, the stored weight stays packed.
+        A plain weight is its own dense form: nothing is copied, and the state holds only its cache."""
+        if type(weight) in (torch.Tensor, nn.Parameter):
+            return weight
         if self._dense_kv_b is None or self._dense_kv_b[0] is not weight:
             self._dense_kv_b = (weight, dense(weight))
         return self._dense_kv_b[1]
