@@ -22,7 +22,7 @@ from torch import nn
 from framework.config_schema import check
 from framework.nn.attention import additive_mask, causal_bias
 from framework.nn.attention_stats import sparsity_stats
-from framework.nn.dense_weight import dense
+from framework.nn.dense_weight import dense, is_quantized
 from framework.nn.positions import RotaryEmbedding
 from framework.nn.sdpa import attention
 
@@ -86,7 +86,7 @@ class MLACache:
         """``dense(weight)``, computed once per decode state: a quantized kv_b_proj is dequantized for the first
         token, not for every one; the dense copy lives as long as this generation, the stored weight stays packed.
         A plain weight is its own dense form: nothing is copied, and the state holds only its cache."""
-        if type(weight) in (torch.Tensor, nn.Parameter):
+        if not is_quantized(weight):
             return weight
         if self._dense_kv_b is None or self._dense_kv_b[0] is not weight:
             self._dense_kv_b = (weight, dense(weight))
