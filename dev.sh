@@ -22,6 +22,6 @@ export WANDB_MODE="${WANDB_MODE:-offline}"
 export WANDB_SILENT="${WANDB_SILENT:-true}"
 cmd="${1:-train}"; [ $# -gt 0 ] && shift
 case "$cmd" in
-  test) exec "$VENV/bin/python" -m pytest -x -q -rs "$@"  # -rs: every skip says why in the summary ;;
+  test) exec "$VENV/bin/python" -m pytest -x -q -rs "$@" ;;  # -rs: every skip says why in the summary
   *)    exec "$VENV/bin/archlab" "$cmd" "$@" ;;
 esac
