@@ -7,19 +7,20 @@
 set -euo pipefail
 OUT=${OUT:-outputs/quantization}
 which=${1:-all}
-ptq() {  # quantize run $1's last.ckpt with every post-training method
+ptq() {  # quantize run $1's last.ckpt with every post-training method; $2...: extra quantize overrides
   # skip_indivisible: a layer the int4 group does not divide (mamba's dt_proj with 8 inputs, MLA's kv_b_proj at
   # group 64, an attention scorer with one output) stays fp32; the report row lists each such layer
   local dir=$OUT/$1/checkpoints int4=(quantization.skip_indivisible=true)
+  shift
   for m in int8_weight_only int8_dynamic; do
-    archlab quantize ckpt=$dir/last.ckpt quantization=$m overwrite=true | tail -3
+    archlab quantize ckpt=$dir/last.ckpt quantization=$m "$@" overwrite=true | tail -3
   done
   for m in int4_weight_only int8_dynamic_int4_weight; do
-    archlab quantize ckpt=$dir/last.ckpt quantization=$m "${int4[@]}" overwrite=true | tail -3
+    archlab quantize ckpt=$dir/last.ckpt quantization=$m "${int4[@]}" "$@" overwrite=true | tail -3
   done
-  archlab quantize ckpt=$dir/last.ckpt quantization=int4_weight_only quantization.int4_format=packed "${int4[@]}" \
+  archlab quantize ckpt=$dir/last.ckpt quantization=int4_weight_only quantization.int4_format=packed "${int4[@]}" "$@" \
     out=$dir/last.int4_packed.ckpt overwrite=true | tail -3
-  archlab quantize ckpt=$dir/last.ckpt quantization=int4_weight_only quantization.int4_format=packed "${int4[@]}" \
+  archlab quantize ckpt=$dir/last.ckpt quantization=int4_weight_only quantization.int4_format=packed "${int4[@]}" "$@" \
     quantization.group_size=64 out=$dir/last.int4_packed_g64.ckpt overwrite=true | tail -3
 }
 if [[ $which == gpt || $which == all ]]; then  # the main job (2000 steps), and the same with int4 QAT
@@ -35,8 +36,10 @@ if [[ $which == llama || $which == all ]]; then  # llama at d_model 512 (4 layer
 fi
 if [[ $which == plugins || $which == all ]]; then
   STEPS=${STEPS:-500}
-  presets=(  # run name | overrides (text data unless the model needs pairs)
-    "moe|model=moe"  "deepseek|model=deepseek"  "mamba|model=mamba"  "lstm|model=lstm"  "bert|model=bert"
+  presets=(  # run name | train overrides (text data unless the model needs pairs) [| quantize overrides]
+    # the LSTM LM's only matmuls outside its fused cell are the tied embedding and head: quantize those
+    "moe|model=moe"  "deepseek|model=deepseek"  "mamba|model=mamba"  "bert|model=bert"
+    "lstm|model=lstm|quantization.include_embeddings=true"
     "t5|model=t5 data=shakespeare data.vocab_size=320"
     "transformer|model=transformer data=seq2seq data.task=reverse"
     "rnn_seq2seq|model=rnn_seq2seq data=seq2seq data.task=reverse"
@@ -44,10 +47,12 @@ if [[ $which == plugins || $which == all ]]; then
   for entry in "${presets[@]}"; do
     name=${entry%%|*}
     [[ -n ${PRESETS:-} && " $PRESETS " != *" $name "* ]] && continue
-    read -ra args <<< "${entry#*|}"
+    IFS='|' read -r _ train quant <<< "$entry"
+    read -ra args <<< "$train"
+    read -ra qargs <<< "${quant:-}"
     archlab train "${args[@]}" trainer.max_steps=$STEPS trainer.val_check_interval=$STEPS logger=csv \
       hydra.run.dir=$OUT/plugins/$name overwrite=true
-    (OUT=$OUT/plugins ptq $name)
+    (OUT=$OUT/plugins ptq $name "${qargs[@]}")
   done
   if [[ ${TABLE:-1} == 1 ]]; then python experiments/quantization/table.py $OUT/plugins; fi
 fi
