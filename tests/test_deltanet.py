@@ -161,6 +161,16 @@ def test_causal_decode_equals_recomputation_with_a_state_that_does_not_grow(kind
     assert torch.equal(greedy, model.generate(x[:, :4], 10, temperature=0, use_cache=False))
 
 
+@pytest.mark.parametrize("kind", ["gated_deltanet", "linear_attention"])
+def test_the_default_chunk_follows_the_key_width_and_changes_no_value(kind: str) -> None:
+    """chunk_size null picks the chunk from the head's key width (a speed knob measured on CPU); the values are the
+    same as with any other chunk, over a length that spans several default chunks and a partial one."""
+    assert [LinearAttentionConfig().chunk(dk) for dk in (8, 48, 128)] == [32, 48, 64]
+    assert LinearAttentionConfig(chunk_size=4).chunk(128) == 4
+    x = torch.randint(0, VOCAB, (2, 80), generator=torch.Generator().manual_seed(1))
+    assert_close(lm(kind, chunk_size=None)(x).logits, lm(kind)(x).logits)
+
+
 def test_retention_decays_and_plain_linear_attention_does_not() -> None:
     plain, retention = lm("linear_attention"), lm("linear_attention", decay="retention")
     gammas = retention.blocks[0].mixer.log_gamma.exp()
